@@ -1,0 +1,14 @@
+//! Domain types, reconcilers and the narrow cloud traits they call.
+//!
+//! This crate is the controller's logic. It depends on no gRPC, SQL or AWS SDK crate: the
+//! binary converts between those and the types here, so every rule can be tested in memory.
+
+pub mod cloud;
+pub mod config;
+pub mod hostname;
+pub mod sim;
+pub mod source;
+pub mod spec;
+pub mod status;
+
+pub use hostname::{Hostname, HostnameError};
