@@ -1,1 +1,10 @@
+//! shop-controller: the gRPC write path, the store, the AWS adapters and the runtime that
+//! drives the reconcilers of the `reconcilers` crate.
 
+pub mod aws;
+pub mod config;
+pub mod dev;
+pub mod grpc;
+pub mod intent;
+pub mod server;
+pub mod store;

@@ -1,1 +1,75 @@
-fn main() {}
+//! The `shop-controller` binary: parse configuration, set up logging, run a command.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use reconcilers::sim::SimulatedAws;
+use shop_controller::aws::{AwsCloud, AwsOptions};
+use shop_controller::config::{Cli, Command, LogFormat};
+use shop_controller::grpc::Auth;
+use shop_controller::{dev, server, store};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => {
+            let auth = server::load_auth(&args.auth)?;
+            let tls = server::load_tls(&args.tls)?;
+            let store = store::open(args.database.database_url.expose()).await?;
+            let options = AwsOptions {
+                endpoint_url: args.aws_endpoint_url.clone(),
+                max_attempts: args.aws_max_attempts,
+            };
+            let cloud = Arc::new(AwsCloud::load(options).await);
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listen on {}", args.listen))?;
+            let services = server::services(store, cloud, auth);
+            server::serve(
+                listener,
+                services,
+                tls,
+                server::shutdown_signal(),
+                args.shutdown_grace,
+            )
+            .await?;
+        }
+        Command::Dev(args) => {
+            if let Some(dir) = args.database.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("create {}", dir.display()))?;
+            }
+            let store = store::open(&format!("sqlite:{}", args.database.display())).await?;
+            let aws = Arc::new(SimulatedAws::new());
+            dev::seed(store.as_ref(), &aws).await?;
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listen on {}", args.listen))?;
+            tracing::info!(address = %args.listen, database = %args.database.display(), "dev controller ready");
+            let services = server::services(store, Arc::new(aws), Auth::Disabled);
+            let grace = std::time::Duration::from_secs(5);
+            server::serve(listener, services, None, server::shutdown_signal(), grace).await?;
+        }
+        Command::Migrate(args) => {
+            store::open(args.database_url.expose()).await?;
+            tracing::info!("migrations applied");
+        }
+    }
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

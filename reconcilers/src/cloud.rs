@@ -58,7 +58,11 @@ pub struct CloudError {
 
 impl CloudError {
     pub fn new(kind: ErrorKind, operation: &'static str, message: impl fmt::Display) -> Self {
-        Self { kind, operation, message: message.to_string() }
+        Self {
+            kind,
+            operation,
+            message: message.to_string(),
+        }
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -97,4 +101,10 @@ pub trait ObjectStorage: Send + Sync {
         start: u64,
         len: u64,
     ) -> Result<Bytes, CloudError>;
+}
+
+/// Hands out the cloud capabilities of one region. The SDK adapters build clients per region
+/// lazily; the simulated AWS serves every region from one account.
+pub trait CloudProvider: Send + Sync {
+    fn object_storage(&self, region: &str) -> std::sync::Arc<dyn ObjectStorage>;
 }

@@ -56,7 +56,10 @@ pub struct ConfigError {
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { field, message: message.into() }
+    ConfigError {
+        field,
+        message: message.into(),
+    }
 }
 
 /// Names of AWS resources the user types in (projects, applications, tag values): printable
@@ -67,7 +70,10 @@ pub fn check_resource_name(field: &'static str, value: &str) -> Result<(), Confi
     }
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/@+=".contains(&b);
     if !value.bytes().all(allowed) {
-        return Err(invalid(field, format!("{value:?} may hold only letters, digits and -_.:/@+=")));
+        return Err(invalid(
+            field,
+            format!("{value:?} may hold only letters, digits and -_.:/@+="),
+        ));
     }
     Ok(())
 }
@@ -81,7 +87,11 @@ pub fn check_arn(field: &'static str, value: &str, service: &str) -> Result<(), 
         && parts[2] == service
         && !parts[5].is_empty();
     check_resource_name(field, value)?;
-    if ok { Ok(()) } else { Err(invalid(field, format!("{value:?} is not an {service} ARN"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(field, format!("{value:?} is not an {service} ARN")))
+    }
 }
 
 impl RegionConfig {
@@ -91,14 +101,20 @@ impl RegionConfig {
         check_resource_name("codedeploy_application", &self.codedeploy_application)?;
         check_resource_name("proxy_name_tag", &self.proxy_name_tag)?;
         if !self.nginx_config_dir.starts_with('/') || self.nginx_config_dir.contains("..") {
-            return Err(invalid("nginx_config_dir", "must be an absolute path without `..`"));
+            return Err(invalid(
+                "nginx_config_dir",
+                "must be an absolute path without `..`",
+            ));
         }
         check_resource_name("nginx_config_dir", &self.nginx_config_dir)?;
         for arn in &self.alb_https_listener_arns {
             check_arn("alb_https_listener_arns", arn, "elasticloadbalancing")?;
         }
         if self.allowed_parent_domains.is_empty() {
-            return Err(invalid("allowed_parent_domains", "name at least one parent domain"));
+            return Err(invalid(
+                "allowed_parent_domains",
+                "name at least one parent domain",
+            ));
         }
         Ok(())
     }
@@ -108,9 +124,15 @@ impl InstanceGroup {
     /// Checks the group's fields and that its port range can hold its capacity.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_resource_name("name", &self.name)?;
-        check_resource_name("codedeploy_deployment_group", &self.codedeploy_deployment_group)?;
+        check_resource_name(
+            "codedeploy_deployment_group",
+            &self.codedeploy_deployment_group,
+        )?;
         if self.nlb_arns.is_empty() {
-            return Err(invalid("nlb_arns", "name at least one network load balancer"));
+            return Err(invalid(
+                "nlb_arns",
+                "name at least one network load balancer",
+            ));
         }
         for arn in &self.nlb_arns {
             check_arn("nlb_arns", arn, "elasticloadbalancing")?;
@@ -164,7 +186,10 @@ mod tests {
         let cases: Vec<(fn(&mut InstanceGroup), &str)> = vec![
             (|g| g.name = "has space".to_owned(), "name"),
             (|g| g.nlb_arns.clear(), "nlb_arns"),
-            (|g| g.nlb_arns = vec!["arn:aws:s3:::bucket".to_owned()], "nlb_arns"),
+            (
+                |g| g.nlb_arns = vec!["arn:aws:s3:::bucket".to_owned()],
+                "nlb_arns",
+            ),
             (|g| g.port_min = 80, "port_min"),
             (|g| g.port_max = 10, "port_min"),
             (|g| g.capacity = 0, "capacity"),

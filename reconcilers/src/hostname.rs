@@ -41,7 +41,11 @@ pub enum HostnameError {
     #[error("has an all-numeric top-level label `{label}`")]
     NumericTld { label: String },
     #[error("has label `{label}` mixing {first} and {second} letters (a look-alike name)")]
-    MixedScript { label: String, first: &'static str, second: &'static str },
+    MixedScript {
+        label: String,
+        first: &'static str,
+        second: &'static str,
+    },
     #[error("is not a valid internationalized name")]
     InvalidIdn,
     #[error("has label `{label}` that is not a valid punycode (xn--) label")]
@@ -124,7 +128,9 @@ fn check_characters(input: &str) -> Result<(), HostnameError> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '.'))
     {
-        Some(c) => Err(HostnameError::InvalidCharacter { found: describe_char(c) }),
+        Some(c) => Err(HostnameError::InvalidCharacter {
+            found: describe_char(c),
+        }),
         None => Ok(()),
     }
 }
@@ -162,15 +168,22 @@ fn check_ldh(name: &str) -> Result<(), HostnameError> {
     for label in &labels {
         if label.len() > MAX_LABEL_LEN {
             let shown = format!("{}...", &label[..16]);
-            return Err(HostnameError::LabelTooLong { label: shown, len: label.len() });
+            return Err(HostnameError::LabelTooLong {
+                label: shown,
+                len: label.len(),
+            });
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(HostnameError::HyphenAtEdge { label: (*label).to_owned() });
+            return Err(HostnameError::HyphenAtEdge {
+                label: (*label).to_owned(),
+            });
         }
     }
     let tld = labels[labels.len() - 1];
     if tld.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(HostnameError::NumericTld { label: tld.to_owned() });
+        return Err(HostnameError::NumericTld {
+            label: tld.to_owned(),
+        });
     }
     Ok(())
 }
@@ -180,7 +193,9 @@ fn check_a_labels(name: &str) -> Result<(), HostnameError> {
     for label in name.split('.').filter(|label| label.starts_with("xn--")) {
         let (unicode, result) = idna::domain_to_unicode(label);
         if result.is_err() {
-            return Err(HostnameError::InvalidPunycode { label: label.to_owned() });
+            return Err(HostnameError::InvalidPunycode {
+                label: label.to_owned(),
+            });
         }
         check_single_script(&unicode).map_err(|(first, second)| HostnameError::MixedScript {
             label: label.to_owned(),
@@ -263,7 +278,11 @@ mod tests {
             ("münchen.de", "xn--mnchen-3ya.de"),
             ("ｅｘａｍｐｌｅ.com", "example.com"),
         ] {
-            assert_eq!(Hostname::parse(input).map(|h| h.0), Ok(expected.to_owned()), "{input}");
+            assert_eq!(
+                Hostname::parse(input).map(|h| h.0),
+                Ok(expected.to_owned()),
+                "{input}"
+            );
         }
     }
 
@@ -273,25 +292,53 @@ mod tests {
         let long_name = format!("{}.com", "abcdefghi.".repeat(30));
         let cases: Vec<(&str, fn(&HostnameError) -> bool)> = vec![
             ("", |e| matches!(e, HostnameError::Empty)),
-            ("a.com;", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("a.com{", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("$(id).com", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("`id`.com", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("a.com\nserver_name evil", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("a b.com", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("a_b.com", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
-            ("a/../b.com", |e| matches!(e, HostnameError::InvalidCharacter { .. })),
+            ("a.com;", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("a.com{", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("$(id).com", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("`id`.com", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("a.com\nserver_name evil", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("a b.com", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("a_b.com", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
+            ("a/../b.com", |e| {
+                matches!(e, HostnameError::InvalidCharacter { .. })
+            }),
             ("*.es-hs.com", |e| matches!(e, HostnameError::Wildcard)),
             ("example.com.", |e| matches!(e, HostnameError::TrailingDot)),
             ("localhost", |e| matches!(e, HostnameError::SingleLabel)),
             ("a..com", |e| matches!(e, HostnameError::EmptyLabel)),
             (".a.com", |e| matches!(e, HostnameError::EmptyLabel)),
-            ("-a.com", |e| matches!(e, HostnameError::HyphenAtEdge { .. })),
-            ("a-.com", |e| matches!(e, HostnameError::HyphenAtEdge { .. })),
-            ("10.0.0.1", |e| matches!(e, HostnameError::NumericTld { .. })),
-            ("exаmple.com", |e| matches!(e, HostnameError::MixedScript { .. })),
-            ("xn--exmple-4nf.com", |e| matches!(e, HostnameError::MixedScript { .. })),
-            ("xn--zz.com", |e| matches!(e, HostnameError::InvalidPunycode { .. })),
+            ("-a.com", |e| {
+                matches!(e, HostnameError::HyphenAtEdge { .. })
+            }),
+            ("a-.com", |e| {
+                matches!(e, HostnameError::HyphenAtEdge { .. })
+            }),
+            ("10.0.0.1", |e| {
+                matches!(e, HostnameError::NumericTld { .. })
+            }),
+            ("exаmple.com", |e| {
+                matches!(e, HostnameError::MixedScript { .. })
+            }),
+            ("xn--exmple-4nf.com", |e| {
+                matches!(e, HostnameError::MixedScript { .. })
+            }),
+            ("xn--zz.com", |e| {
+                matches!(e, HostnameError::InvalidPunycode { .. })
+            }),
         ];
         for (input, expected) in cases {
             let error = Hostname::parse(input).expect_err(input);
@@ -301,7 +348,10 @@ mod tests {
             Hostname::parse(&format!("{long_label}.com")),
             Err(HostnameError::LabelTooLong { len: 64, .. })
         ));
-        assert!(matches!(Hostname::parse(&long_name), Err(HostnameError::TooLong { .. })));
+        assert!(matches!(
+            Hostname::parse(&long_name),
+            Err(HostnameError::TooLong { .. })
+        ));
         assert!(Hostname::parse(&format!("{}.com", "a".repeat(63))).is_ok());
     }
 
@@ -321,7 +371,8 @@ mod tests {
     }
 
     fn is_safe(name: &str) -> bool {
-        name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        name.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     }
 
     proptest! {

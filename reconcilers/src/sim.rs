@@ -6,12 +6,12 @@
 //! balancing, certificates), quotas, token-bucket throttles and fault injection.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::cloud::{CloudError, ErrorKind, ObjectHead, ObjectStorage};
+use crate::cloud::{CloudError, CloudProvider, ErrorKind, ObjectHead, ObjectStorage};
 
 #[derive(Default)]
 struct Object {
@@ -40,7 +40,9 @@ impl SimulatedAws {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data behind: every mutation below
         // is a single insert or push.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Creates a versioned bucket; an existing bucket is left as it is.
@@ -79,7 +81,11 @@ impl SimulatedAws {
         let mut state = self.state();
         *state.calls.entry(operation).or_default() += 1;
         let objects = state.buckets.get(bucket).ok_or_else(|| {
-            CloudError::new(ErrorKind::NotFound, operation, format!("no such bucket {bucket}"))
+            CloudError::new(
+                ErrorKind::NotFound,
+                operation,
+                format!("no such bucket {bucket}"),
+            )
         })?;
         let found = objects.get(key).and_then(|object| match version {
             Some(v) => object.versions.iter().find(|(id, _)| id == v),
@@ -92,6 +98,13 @@ impl SimulatedAws {
     }
 }
 
+/// One simulated account serves every region.
+impl CloudProvider for Arc<SimulatedAws> {
+    fn object_storage(&self, _region: &str) -> Arc<dyn ObjectStorage> {
+        self.clone()
+    }
+}
+
 #[async_trait]
 impl ObjectStorage for SimulatedAws {
     async fn head_object(
@@ -100,14 +113,18 @@ impl ObjectStorage for SimulatedAws {
         key: &str,
         version: Option<&str>,
     ) -> Result<ObjectHead, CloudError> {
-        self.read("s3:HeadObject", bucket, key, version, |id, data| ObjectHead {
-            size: data.len() as u64,
-            version_id: id.to_owned(),
+        self.read("s3:HeadObject", bucket, key, version, |id, data| {
+            ObjectHead {
+                size: data.len() as u64,
+                version_id: id.to_owned(),
+            }
         })
     }
 
     async fn latest_version(&self, bucket: &str, key: &str) -> Result<Option<String>, CloudError> {
-        match self.read("s3:ListObjectVersions", bucket, key, None, |id, _| id.to_owned()) {
+        match self.read("s3:ListObjectVersions", bucket, key, None, |id, _| {
+            id.to_owned()
+        }) {
             Ok(id) => Ok(Some(id)),
             Err(e) if e.message.starts_with("no such key") => Ok(None),
             Err(e) => Err(e),
@@ -124,10 +141,15 @@ impl ObjectStorage for SimulatedAws {
     ) -> Result<Bytes, CloudError> {
         let range = self.read("s3:GetObject", bucket, key, Some(version), |_, data| {
             let size = data.len() as u64;
-            (start < size).then(|| data.slice(start as usize..start.saturating_add(len).min(size) as usize))
+            (start < size)
+                .then(|| data.slice(start as usize..start.saturating_add(len).min(size) as usize))
         })?;
         range.ok_or_else(|| {
-            CloudError::new(ErrorKind::Invalid, "s3:GetObject", "the requested range is not satisfiable")
+            CloudError::new(
+                ErrorKind::Invalid,
+                "s3:GetObject",
+                "the requested range is not satisfiable",
+            )
         })
     }
 }
@@ -143,10 +165,19 @@ mod tests {
         let first = aws.put_object("src", "a.zip", &b"one"[..]);
         let second = aws.put_object("src", "a.zip", &b"second"[..]);
 
-        assert_eq!(aws.latest_version("src", "a.zip").await, Ok(Some(second.clone())));
-        let head = aws.head_object("src", "a.zip", Some(&first)).await.expect("exists");
+        assert_eq!(
+            aws.latest_version("src", "a.zip").await,
+            Ok(Some(second.clone()))
+        );
+        let head = aws
+            .head_object("src", "a.zip", Some(&first))
+            .await
+            .expect("exists");
         assert_eq!(head.size, 3);
-        let bytes = aws.get_range("src", "a.zip", &second, 2, 100).await.expect("in range");
+        let bytes = aws
+            .get_range("src", "a.zip", &second, 2, 100)
+            .await
+            .expect("in range");
         assert_eq!(&bytes[..], b"cond");
         assert_eq!(aws.calls().get("s3:GetObject"), Some(&1));
     }
@@ -155,11 +186,17 @@ mod tests {
     async fn missing_things_are_not_found() {
         let aws = SimulatedAws::new();
         aws.create_bucket("src");
-        let error = aws.head_object("nope", "a.zip", None).await.expect_err("no bucket");
+        let error = aws
+            .head_object("nope", "a.zip", None)
+            .await
+            .expect_err("no bucket");
         assert_eq!(error.kind, ErrorKind::NotFound);
         assert_eq!(aws.latest_version("src", "a.zip").await, Ok(None));
         let version = aws.put_object("src", "a.zip", &b"x"[..]);
-        let error = aws.get_range("src", "a.zip", &version, 5, 1).await.expect_err("past end");
+        let error = aws
+            .get_range("src", "a.zip", &version, 5, 1)
+            .await
+            .expect_err("past end");
         assert_eq!(error.kind, ErrorKind::Invalid);
     }
 }

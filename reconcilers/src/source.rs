@@ -37,7 +37,9 @@ pub enum SourceError {
     Missing { location: String },
     #[error("source {location} is not a zip archive: {why}")]
     NotZip { location: String, why: String },
-    #[error("source {location} has a central directory of {len} bytes; the limit is {MAX_CENTRAL_DIRECTORY_LEN}")]
+    #[error(
+        "source {location} has a central directory of {len} bytes; the limit is {MAX_CENTRAL_DIRECTORY_LEN}"
+    )]
     TooLarge { location: String, len: u64 },
     #[error("source {location} has no {SCRIPTS_DIR} folder at its top level")]
     NoScripts { location: String },
@@ -71,19 +73,32 @@ pub async fn check_source_zip(
     };
     let cloud = |source: CloudError| {
         if source.is_not_found() {
-            SourceError::Missing { location: location.clone() }
+            SourceError::Missing {
+                location: location.clone(),
+            }
         } else {
-            SourceError::Cloud { location: location.clone(), source }
+            SourceError::Cloud {
+                location: location.clone(),
+                source,
+            }
         }
     };
-    let not_zip = |why: &str| SourceError::NotZip { location: location.clone(), why: why.to_owned() };
+    let not_zip = |why: &str| SourceError::NotZip {
+        location: location.clone(),
+        why: why.to_owned(),
+    };
 
-    let head = storage.head_object(bucket, key, version).await.map_err(cloud)?;
+    let head = storage
+        .head_object(bucket, key, version)
+        .await
+        .map_err(cloud)?;
     let version_id = head.version_id.clone();
     if head.size < EOCD_LEN {
         return Err(not_zip("too short"));
     }
-    let tail_len = head.size.min(EOCD_LEN + MAX_COMMENT_LEN + ZIP64_LOCATOR_LEN);
+    let tail_len = head
+        .size
+        .min(EOCD_LEN + MAX_COMMENT_LEN + ZIP64_LOCATOR_LEN);
     let tail_start = head.size - tail_len;
     let tail = storage
         .get_range(bucket, key, &version_id, tail_start, tail_len)
@@ -101,7 +116,10 @@ pub async fn check_source_zip(
         }
     };
     if directory.len > MAX_CENTRAL_DIRECTORY_LEN {
-        return Err(SourceError::TooLarge { location, len: directory.len });
+        return Err(SourceError::TooLarge {
+            location,
+            len: directory.len,
+        });
     }
     if directory.offset.saturating_add(directory.len) > head.size {
         return Err(not_zip("central directory lies past the end of the object"));
@@ -121,7 +139,11 @@ pub async fn check_source_zip(
     if !names.iter().any(|name| is_top_level_scripts(name)) {
         return Err(SourceError::NoScripts { location });
     }
-    Ok(SourceSummary { size: head.size, version_id, entries: names.len() })
+    Ok(SourceSummary {
+        size: head.size,
+        version_id,
+        entries: names.len(),
+    })
 }
 
 /// Whether an entry lives in the top-level `scripts/` folder (or is that folder). Archives made
@@ -151,12 +173,16 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 /// Finds the end-of-central-directory record in the tail of the object, scanning backwards
 /// because the comment that may follow it has variable length.
 fn find_directory(tail: &[u8]) -> Result<Located, &'static str> {
-    let last_start = tail.len().checked_sub(EOCD_LEN as usize).ok_or("too short")?;
+    let last_start = tail
+        .len()
+        .checked_sub(EOCD_LEN as usize)
+        .ok_or("too short")?;
     let eocd = (0..=last_start)
         .rev()
         .find(|&at| {
             u32_at(tail, at) == Some(EOCD_SIGNATURE)
-                && u16_at(tail, at + 20).map(usize::from) == Some(tail.len() - at - EOCD_LEN as usize)
+                && u16_at(tail, at + 20).map(usize::from)
+                    == Some(tail.len() - at - EOCD_LEN as usize)
         })
         .ok_or("no end-of-central-directory record")?;
 
@@ -241,7 +267,11 @@ pub fn build_stored_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
         }
         central.extend_from_slice(&name_len.to_le_bytes());
         central.extend_from_slice(&[0; 8]);
-        let mode: u32 = if name.ends_with('/') { 0o040755 << 16 } else { 0o100755 << 16 };
+        let mode: u32 = if name.ends_with('/') {
+            0o040755 << 16
+        } else {
+            0o100755 << 16
+        };
         central.extend_from_slice(&mode.to_le_bytes());
         central.extend_from_slice(&offset.to_le_bytes());
         central.extend_from_slice(name.as_bytes());
@@ -265,7 +295,11 @@ fn crc32(data: &[u8]) -> u32 {
     for byte in data {
         crc ^= u32::from(*byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -282,7 +316,11 @@ mod tests {
 
     #[test]
     fn reads_names_back_from_a_built_archive() {
-        let zip = build_stored_zip(&[("scripts/", b""), ("scripts/start.sh", b"echo hi"), ("a", b"x")]);
+        let zip = build_stored_zip(&[
+            ("scripts/", b""),
+            ("scripts/start.sh", b"echo hi"),
+            ("a", b"x"),
+        ]);
         let Ok(Located::Directory(directory)) = find_directory(&zip) else {
             panic!("no directory");
         };
@@ -342,8 +380,14 @@ mod tests {
             let big = vec![7_u8; 3 << 20];
             let zip = build_stored_zip(&[("blob.bin", &big), ("scripts/start.sh", b"x")]);
             let (aws, _) = storage_with(zip);
-            check_source_zip(&aws, "src", "shop.example.com.zip", None).await.expect("valid");
-            assert_eq!(aws.calls().get("s3:GetObject"), Some(&1), "one ranged GET of the tail");
+            check_source_zip(&aws, "src", "shop.example.com.zip", None)
+                .await
+                .expect("valid");
+            assert_eq!(
+                aws.calls().get("s3:GetObject"),
+                Some(&1),
+                "one ranged GET of the tail"
+            );
         }
 
         #[tokio::test]
@@ -351,7 +395,10 @@ mod tests {
             let (aws, _) = storage_with(build_stored_zip(&[("app/scripts/x", b"")]));
             let error = check_source_zip(&aws, "src", "shop.example.com.zip", None).await;
             let message = error.expect_err("no scripts").to_string();
-            assert_eq!(message, "source s3://src/shop.example.com.zip has no scripts/ folder at its top level");
+            assert_eq!(
+                message,
+                "source s3://src/shop.example.com.zip has no scripts/ folder at its top level"
+            );
 
             let (aws, _) = storage_with(b"just text, long enough to look for a record".to_vec());
             let error = check_source_zip(&aws, "src", "shop.example.com.zip", None).await;

@@ -42,9 +42,7 @@ impl RegionName {
             && parts[..parts.len() - 1]
                 .iter()
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-            && parts[parts.len() - 1]
-                .bytes()
-                .all(|b| b.is_ascii_digit())
+            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
             && !parts[parts.len() - 1].is_empty();
         if well_formed {
             Ok(Self(input.to_owned()))
@@ -61,11 +59,17 @@ impl RegionName {
 impl BucketName {
     /// See <https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html>.
     pub fn parse(input: &str) -> Result<Self, ValueError> {
-        let fail = |why| Err(ValueError::Bucket { name: input.to_owned(), why });
+        let fail = |why| {
+            Err(ValueError::Bucket {
+                name: input.to_owned(),
+                why,
+            })
+        };
         if !(3..=63).contains(&input.len()) {
             return fail("must be 3 to 63 characters long");
         }
-        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-';
+        let allowed =
+            |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-';
         if !input.bytes().all(allowed) {
             return fail("may hold only lowercase letters, digits, dots and hyphens");
         }
@@ -181,7 +185,11 @@ pub fn check_shop_domain(domain: &Hostname, allowed_parents: &[Hostname]) -> Res
     let parents: Vec<&str> = allowed_parents.iter().map(Hostname::as_str).collect();
     Err(format!(
         "shop domain {domain} is not under an allowed parent domain of the region ({})",
-        if parents.is_empty() { "none configured".to_owned() } else { parents.join(", ") }
+        if parents.is_empty() {
+            "none configured".to_owned()
+        } else {
+            parents.join(", ")
+        }
     ))
 }
 
@@ -219,7 +227,16 @@ mod tests {
         for ok in ["eu-west-1", "us-east-2", "us-gov-west-1", "ap-southeast-3"] {
             assert!(RegionName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "eu", "eu-west", "EU-west-1", "eu-west-x", "eu--1", "eu-west-1;", "eu west 1"] {
+        for bad in [
+            "",
+            "eu",
+            "eu-west",
+            "EU-west-1",
+            "eu-west-x",
+            "eu--1",
+            "eu-west-1;",
+            "eu west 1",
+        ] {
             assert!(RegionName::parse(bad).is_err(), "{bad}");
         }
     }

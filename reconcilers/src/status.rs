@@ -110,17 +110,29 @@ macro_rules! parse_by_name {
     };
 }
 
-parse_by_name!(ResourceKind, "resource kind", [
-    ResourceKind::Artifact,
-    ResourceKind::Deployment,
-    ResourceKind::TargetGroup,
-    ResourceKind::Listener,
-    ResourceKind::NginxConfig,
-    ResourceKind::Certificate,
-    ResourceKind::Restart,
-]);
-parse_by_name!(SyncState, "sync state", [SyncState::Synced, SyncState::OutOfSync, SyncState::Unknown]);
-parse_by_name!(Health, "health", [Health::Healthy, Health::Progressing, Health::Degraded]);
+parse_by_name!(
+    ResourceKind,
+    "resource kind",
+    [
+        ResourceKind::Artifact,
+        ResourceKind::Deployment,
+        ResourceKind::TargetGroup,
+        ResourceKind::Listener,
+        ResourceKind::NginxConfig,
+        ResourceKind::Certificate,
+        ResourceKind::Restart,
+    ]
+);
+parse_by_name!(
+    SyncState,
+    "sync state",
+    [SyncState::Synced, SyncState::OutOfSync, SyncState::Unknown]
+);
+parse_by_name!(
+    Health,
+    "health",
+    [Health::Healthy, Health::Progressing, Health::Degraded]
+);
 
 /// The observed state of one resource of one shop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,7 +240,12 @@ pub fn summarize(
     };
     let conditions = match (&blocker, degraded) {
         (None, _) => vec![
-            condition(ConditionType::Ready, true, "Converged", "every resource is synced"),
+            condition(
+                ConditionType::Ready,
+                true,
+                "Converged",
+                "every resource is synced",
+            ),
             condition(ConditionType::Progressing, false, "Converged", ""),
             condition(ConditionType::Degraded, false, "Converged", ""),
         ],
@@ -250,7 +267,12 @@ pub fn summarize(
 mod tests {
     use super::*;
 
-    fn status(kind: ResourceKind, sync: SyncState, health: Health, generation: i64) -> ResourceStatus {
+    fn status(
+        kind: ResourceKind,
+        sync: SyncState,
+        health: Health,
+        generation: i64,
+    ) -> ResourceStatus {
         ResourceStatus {
             kind,
             desired: String::new(),
@@ -287,7 +309,12 @@ mod tests {
     #[test]
     fn stale_status_does_not_count_as_converged() {
         let needed = [ResourceKind::Artifact];
-        let resources = [status(ResourceKind::Artifact, SyncState::Synced, Health::Healthy, 1)];
+        let resources = [status(
+            ResourceKind::Artifact,
+            SyncState::Synced,
+            Health::Healthy,
+            1,
+        )];
         assert!(summarize(1, &needed, &resources, 0).1.is_none());
         assert!(summarize(2, &needed, &resources, 0).1.is_some());
     }
@@ -296,12 +323,24 @@ mod tests {
     fn degraded_resource_marks_the_shop_degraded() {
         let needed = [ResourceKind::Artifact, ResourceKind::Deployment];
         let resources = [
-            status(ResourceKind::Artifact, SyncState::Synced, Health::Healthy, 3),
-            status(ResourceKind::Deployment, SyncState::OutOfSync, Health::Degraded, 3),
+            status(
+                ResourceKind::Artifact,
+                SyncState::Synced,
+                Health::Healthy,
+                3,
+            ),
+            status(
+                ResourceKind::Deployment,
+                SyncState::OutOfSync,
+                Health::Degraded,
+                3,
+            ),
         ];
         let (conditions, blocker) = summarize(3, &needed, &resources, 0);
         assert_eq!(blocker.map(|b| b.kind), Some(ResourceKind::Deployment));
-        let degraded = conditions.iter().find(|c| c.kind == ConditionType::Degraded);
+        let degraded = conditions
+            .iter()
+            .find(|c| c.kind == ConditionType::Degraded);
         assert_eq!(degraded.and_then(|c| c.status), Some(true));
     }
 }

@@ -1,0 +1,192 @@
+//! Command-line and environment configuration of the `shop-controller` binary. Every flag has
+//! an environment fallback; secrets are wrapped so they never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A value that must never reach a log or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s))
+    }
+}
+
+/// Builds and deploys storefront shops onto AWS and keeps them deployed.
+#[derive(Debug, Parser)]
+#[command(name = "shop-controller", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log line format.
+    #[arg(long, env = "SHOP_CONTROLLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API against real AWS (or the emulator at --aws-endpoint-url).
+    Serve(ServeArgs),
+    /// Serve with an embedded SQLite file and a simulated AWS seeded with a sample region,
+    /// instance group and shop source. Authentication is off; listen on loopback only.
+    Dev(DevArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite:PATH` (created on first run; one replica only) or `postgres://...`.
+    #[arg(
+        long,
+        env = "SHOP_CONTROLLER_DATABASE_URL",
+        default_value = "sqlite:shop-controller.db",
+        hide_env_values = true,
+        hide_default_value = false
+    )]
+    pub database_url: Secret,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the gRPC server.
+    #[arg(long, env = "SHOP_CONTROLLER_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Endpoint of an AWS emulator such as moto; real AWS when unset.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Attempts per AWS call including the first (the SDK's standard retry mode).
+    #[arg(long, env = "SHOP_CONTROLLER_AWS_MAX_ATTEMPTS", default_value_t = 3)]
+    pub aws_max_attempts: u32,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// How long in-flight requests may run after SIGTERM.
+    #[arg(long, env = "SHOP_CONTROLLER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address of the gRPC server.
+    #[arg(
+        long,
+        env = "SHOP_CONTROLLER_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+    /// SQLite file of the development controller.
+    #[arg(
+        long,
+        env = "SHOP_CONTROLLER_DEV_DATABASE",
+        default_value = ".shop-controller/dev.db"
+    )]
+    pub database: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// File of bearer tokens, one `read <token>` or `write <token>` per line.
+    #[arg(long, env = "SHOP_CONTROLLER_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Bearer tokens inline, in the file's format (lines or commas).
+    #[arg(long, env = "SHOP_CONTROLLER_TOKENS", hide_env_values = true)]
+    pub tokens: Option<Secret>,
+    /// Accept every call without a token. Only for a controller nobody else can reach.
+    #[arg(long, env = "SHOP_CONTROLLER_NO_AUTH")]
+    pub no_auth: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain; serve TLS when given together with --tls-key.
+    #[arg(long, env = "SHOP_CONTROLLER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    #[arg(long, env = "SHOP_CONTROLLER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Parses `500ms`, `20s`, `5m` or `1h`.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let split = input
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(input.len());
+    let (number, unit) = input.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a duration like 20s"))?;
+    let millis = match unit {
+        "ms" => number,
+        "s" | "" => number * 1000,
+        "m" => number * 60_000,
+        "h" => number * 3_600_000,
+        _ => return Err(format!("{input:?} has an unknown unit; use ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn database_url_does_not_print() {
+        let cli = Cli::try_parse_from([
+            "shop-controller",
+            "migrate",
+            "--database-url",
+            "postgres://u:hunter2@db/shops",
+        ])
+        .expect("parses");
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,179 @@
+//! `AdminService`: the configuration tables, so operators never need raw SQL.
+
+use tonic::{Request, Response, Status};
+
+use super::auth::{Scope, require};
+use super::convert::{
+    instance_group, instance_group_from_proto, region_config, region_config_from_proto,
+};
+use super::proto::admin_service_server::AdminService;
+use super::proto::*;
+use super::{Services, store_status};
+use crate::store::now_millis;
+
+pub(crate) struct AdminApi {
+    services: Services,
+}
+
+impl AdminApi {
+    pub(crate) fn new(services: Services) -> Self {
+        Self { services }
+    }
+}
+
+fn missing(what: &str) -> Status {
+    Status::invalid_argument(format!("{what} is required"))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn put_region_config(
+        &self,
+        request: Request<PutRegionConfigRequest>,
+    ) -> Result<Response<RegionConfig>, Status> {
+        require(&request, Scope::Write)?;
+        let config = request
+            .into_inner()
+            .region_config
+            .ok_or_else(|| missing("region_config"))?;
+        let config = region_config_from_proto(config)?;
+        let stored = self
+            .services
+            .store
+            .put_region_config(&config, now_millis())
+            .await;
+        let stored = stored.map_err(store_status)?;
+        tracing::info!(region = %stored.region, "put region config");
+        Ok(Response::new(region_config(&stored)))
+    }
+
+    async fn get_region_config(
+        &self,
+        request: Request<GetRegionConfigRequest>,
+    ) -> Result<Response<RegionConfig>, Status> {
+        require(&request, Scope::Read)?;
+        let region = request.into_inner().region;
+        let config = self
+            .services
+            .store
+            .get_region_config(&region)
+            .await
+            .map_err(store_status)?;
+        let config = config
+            .ok_or_else(|| Status::not_found(format!("region {region} is not configured")))?;
+        Ok(Response::new(region_config(&config)))
+    }
+
+    async fn list_region_configs(
+        &self,
+        request: Request<ListRegionConfigsRequest>,
+    ) -> Result<Response<ListRegionConfigsResponse>, Status> {
+        require(&request, Scope::Read)?;
+        let configs = self
+            .services
+            .store
+            .list_region_configs()
+            .await
+            .map_err(store_status)?;
+        let region_configs = configs.iter().map(region_config).collect();
+        Ok(Response::new(ListRegionConfigsResponse { region_configs }))
+    }
+
+    async fn delete_region_config(
+        &self,
+        request: Request<DeleteRegionConfigRequest>,
+    ) -> Result<Response<DeleteRegionConfigResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let region = request.into_inner().region;
+        let deleted = self
+            .services
+            .store
+            .delete_region_config(&region)
+            .await
+            .map_err(store_status)?;
+        if !deleted {
+            return Err(Status::not_found(format!(
+                "region {region} is not configured"
+            )));
+        }
+        tracing::info!(region = %region, "deleted region config");
+        Ok(Response::new(DeleteRegionConfigResponse {}))
+    }
+
+    async fn put_instance_group(
+        &self,
+        request: Request<PutInstanceGroupRequest>,
+    ) -> Result<Response<InstanceGroup>, Status> {
+        require(&request, Scope::Write)?;
+        let group = request
+            .into_inner()
+            .instance_group
+            .ok_or_else(|| missing("instance_group"))?;
+        let group = instance_group_from_proto(group)?;
+        let stored = self
+            .services
+            .store
+            .put_instance_group(&group, now_millis())
+            .await;
+        let stored = stored.map_err(store_status)?;
+        tracing::info!(group = %stored.name, region = %stored.region, "put instance group");
+        Ok(Response::new(instance_group(&stored)))
+    }
+
+    async fn get_instance_group(
+        &self,
+        request: Request<GetInstanceGroupRequest>,
+    ) -> Result<Response<InstanceGroup>, Status> {
+        require(&request, Scope::Read)?;
+        let name = request.into_inner().name;
+        let group = self
+            .services
+            .store
+            .get_instance_group(&name)
+            .await
+            .map_err(store_status)?;
+        let group = group
+            .ok_or_else(|| Status::not_found(format!("instance group {name} does not exist")))?;
+        Ok(Response::new(instance_group(&group)))
+    }
+
+    async fn list_instance_groups(
+        &self,
+        request: Request<ListInstanceGroupsRequest>,
+    ) -> Result<Response<ListInstanceGroupsResponse>, Status> {
+        require(&request, Scope::Read)?;
+        let region = request.into_inner().region;
+        let region = (!region.is_empty()).then_some(region.as_str());
+        let groups = self
+            .services
+            .store
+            .list_instance_groups(region)
+            .await
+            .map_err(store_status)?;
+        let instance_groups = groups.iter().map(instance_group).collect();
+        Ok(Response::new(ListInstanceGroupsResponse {
+            instance_groups,
+        }))
+    }
+
+    async fn delete_instance_group(
+        &self,
+        request: Request<DeleteInstanceGroupRequest>,
+    ) -> Result<Response<DeleteInstanceGroupResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let name = request.into_inner().name;
+        let deleted = self
+            .services
+            .store
+            .delete_instance_group(&name)
+            .await
+            .map_err(store_status)?;
+        if !deleted {
+            return Err(Status::not_found(format!(
+                "instance group {name} does not exist"
+            )));
+        }
+        tracing::info!(group = %name, "deleted instance group");
+        Ok(Response::new(DeleteInstanceGroupResponse {}))
+    }
+}

@@ -1,0 +1,155 @@
+//! The store: desired specs, configuration tables and observed status, behind one interface
+//! with two implementations (embedded SQLite, PostgreSQL for production). Only this module
+//! holds SQL; both backends share their statements through [`common`] and keep their own
+//! migrations under `migrations/`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::spec::{ShopRecord, ShopSpec};
+use reconcilers::status::ResourceStatus;
+use tokio::sync::broadcast;
+
+mod common;
+mod postgres;
+mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A store failure, classified for the gRPC boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write contradicts stored state (a taken custom domain, a region still in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// The write is not allowed in the shop's current state (being deleted, other region).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{operation}")]
+    Database {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored {what} is unreadable: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error("apply migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("open database {url}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// The result of recording a deploy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployOutcome {
+    pub record: ShopRecord,
+    /// False when the stored spec was already identical (the generation did not move).
+    pub changed: bool,
+}
+
+/// Where a shop runs: its instance group, NLB and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub instance_group: String,
+    pub nlb_arn: String,
+    pub port: u16,
+}
+
+/// A shop as operators see it: spec, the status of each resource, placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShopView {
+    pub record: ShopRecord,
+    pub resources: Vec<ResourceStatus>,
+    pub placement: Option<Placement>,
+    /// Whether reconcilers last found the shop converged for its current generation.
+    pub ready: bool,
+}
+
+/// One entry of a shop's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShopEvent {
+    pub at: i64,
+    pub generation: i64,
+    /// `spec` for the write path, else the resource kind that acted.
+    pub source: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// A page request over shops, ordered by shop domain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShopQuery {
+    pub region: Option<String>,
+    pub only_not_ready: bool,
+    /// Shops whose domain sorts after this one.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// One page of shops; `next_after` is set when more may follow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShopPage {
+    pub shops: Vec<ShopView>,
+    pub next_after: Option<String>,
+}
+
+/// The store interface. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn put_region_config(&self, config: &RegionConfig, now: i64) -> Result<RegionConfig>;
+    async fn get_region_config(&self, region: &str) -> Result<Option<RegionConfig>>;
+    async fn list_region_configs(&self) -> Result<Vec<RegionConfig>>;
+    /// Fails with a conflict while shops or instance groups still use the region.
+    async fn delete_region_config(&self, region: &str) -> Result<bool>;
+
+    async fn put_instance_group(&self, group: &InstanceGroup, now: i64) -> Result<InstanceGroup>;
+    async fn get_instance_group(&self, name: &str) -> Result<Option<InstanceGroup>>;
+    async fn list_instance_groups(&self, region: Option<&str>) -> Result<Vec<InstanceGroup>>;
+    /// Fails with a conflict while shops are placed on the group.
+    async fn delete_instance_group(&self, name: &str) -> Result<bool>;
+
+    /// Records the desired spec; bumps the generation only when it differs from the stored one.
+    async fn deploy_shop(&self, spec: &ShopSpec, now: i64) -> Result<DeployOutcome>;
+    /// Bumps the shop's restart generation.
+    async fn restart_shop(&self, shop_domain: &str, region: &str, now: i64) -> Result<ShopRecord>;
+    /// Marks the shop for deletion (idempotent).
+    async fn delete_shop(&self, shop_domain: &str, now: i64) -> Result<ShopRecord>;
+    async fn get_shop(&self, shop_domain: &str) -> Result<Option<ShopView>>;
+    async fn list_shops(&self, query: &ShopQuery) -> Result<ShopPage>;
+    /// The newest `limit` events of a shop, oldest first.
+    async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>>;
+
+    /// Records the status of one resource (reconcilers only).
+    async fn put_resource_status(&self, shop_domain: &str, status: &ResourceStatus) -> Result<()>;
+
+    /// Shop domains whose spec or status changed, as they change in this process.
+    fn subscribe(&self) -> broadcast::Receiver<String>;
+}
+
+/// Opens the store named by a database URL (`sqlite:` path or `postgres://`), creating a SQLite
+/// file on first use, and applies migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,863 @@
+//! Statements both backends share. SQLite accepts PostgreSQL's `$1` placeholders, `RETURNING`,
+//! `ON CONFLICT` and `IS DISTINCT FROM`, so one text serves both; [`impl_store!`] expands the
+//! [`Store`](super::Store) implementation once per backend because sqlx types its queries by
+//! database. Backend-specific behaviour (connection set-up, migrations, notifications) stays in
+//! `sqlite.rs` and `postgres.rs`.
+
+use reconcilers::Hostname;
+use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::spec::{BucketName, RegionName, ShopRecord, ShopSpec, SourceVersion};
+use reconcilers::status::ResourceStatus;
+
+use super::{Result, StoreError};
+
+/// Region config columns, in the order [`region_from_parts`] takes them.
+pub(super) const REGION_COLUMNS: &str = "region, enabled, codebuild_project, artifact_bucket, \
+    codedeploy_application, proxy_name_tag, nginx_config_dir, alb_https_listener_arns, \
+    global_accelerator_ips, allowed_parent_domains, updated_at";
+
+pub(super) const GROUP_COLUMNS: &str = "name, region, nlb_arns, port_min, port_max, capacity, \
+    codedeploy_deployment_group, enabled, updated_at";
+
+/// Shop columns qualified by the alias `s`, for joins.
+pub(super) const SHOP_COLUMNS: &str = "s.shop_domain, s.region, s.source_bucket, \
+    s.source_version, s.custom_domain, s.generation, s.restart_generation, \
+    s.deletion_requested_at, s.created_at, s.updated_at";
+
+/// The same columns unqualified, for `RETURNING` (SQLite allows no alias there).
+pub(super) const SHOP_RETURNING: &str = "shop_domain, region, source_bucket, source_version, \
+    custom_domain, generation, restart_generation, deletion_requested_at, created_at, updated_at";
+
+pub(super) const STATUS_COLUMNS: &str = "shop_domain, kind, desired, observed, sync, health, \
+    reason, message, observed_generation, last_transition, attempts, next_attempt_at";
+
+pub(super) fn corrupt(what: &'static str, message: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        message: message.to_string(),
+    }
+}
+
+pub(super) fn to_json(values: impl IntoIterator<Item = String>) -> String {
+    let values: Vec<String> = values.into_iter().collect();
+    serde_json::Value::from(values).to_string()
+}
+
+pub(super) fn from_json<T: std::str::FromStr>(what: &'static str, text: &str) -> Result<Vec<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw: Vec<String> = serde_json::from_str(text).map_err(|e| corrupt(what, e))?;
+    raw.iter()
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|e: T::Err| corrupt(what, format!("{value:?}: {e}")))
+        })
+        .collect()
+}
+
+/// The raw columns of a `shops` row.
+pub(super) struct ShopRow {
+    pub(super) shop_domain: String,
+    pub(super) region: String,
+    pub(super) source_bucket: String,
+    pub(super) source_version: String,
+    pub(super) custom_domain: Option<String>,
+    pub(super) generation: i64,
+    pub(super) restart_generation: i64,
+    pub(super) deletion_requested_at: Option<i64>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+impl ShopRow {
+    /// Parses the stored strings back into validated types: a row that no longer validates
+    /// is reported as corrupt rather than handed to a reconciler.
+    pub(super) fn into_record(self) -> Result<ShopRecord> {
+        let spec = ShopSpec {
+            shop_domain: Hostname::parse(&self.shop_domain).map_err(|e| corrupt("shop", e))?,
+            region: RegionName::parse(&self.region).map_err(|e| corrupt("shop", e))?,
+            source_bucket: BucketName::parse(&self.source_bucket)
+                .map_err(|e| corrupt("shop", e))?,
+            source_version: SourceVersion::parse(&self.source_version)
+                .map_err(|e| corrupt("shop", e))?,
+            custom_domain: self
+                .custom_domain
+                .as_deref()
+                .map(Hostname::parse)
+                .transpose()
+                .map_err(|e| corrupt("shop", e))?,
+        };
+        Ok(ShopRecord {
+            spec,
+            generation: self.generation,
+            restart_generation: self.restart_generation,
+            deletion_requested_at: self.deletion_requested_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column of the row"
+)]
+pub(super) fn region_from_parts(
+    region: String,
+    enabled: bool,
+    codebuild_project: String,
+    artifact_bucket: String,
+    codedeploy_application: String,
+    proxy_name_tag: String,
+    nginx_config_dir: String,
+    listeners: String,
+    ips: String,
+    parents: String,
+    updated_at: i64,
+) -> Result<RegionConfig> {
+    Ok(RegionConfig {
+        region: RegionName::parse(&region).map_err(|e| corrupt("region config", e))?,
+        enabled,
+        codebuild_project,
+        artifact_bucket: BucketName::parse(&artifact_bucket)
+            .map_err(|e| corrupt("region config", e))?,
+        codedeploy_application,
+        proxy_name_tag,
+        nginx_config_dir,
+        alb_https_listener_arns: from_json("region config", &listeners)?,
+        global_accelerator_ips: from_json("region config", &ips)?,
+        allowed_parent_domains: from_json("region config", &parents)?,
+        updated_at,
+    })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column of the row"
+)]
+pub(super) fn group_from_parts(
+    name: String,
+    region: String,
+    nlb_arns: String,
+    port_min: i32,
+    port_max: i32,
+    capacity: i32,
+    codedeploy_deployment_group: String,
+    enabled: bool,
+    updated_at: i64,
+) -> Result<InstanceGroup> {
+    let port = |p: i32| u16::try_from(p).map_err(|e| corrupt("instance group", e));
+    Ok(InstanceGroup {
+        name,
+        region: RegionName::parse(&region).map_err(|e| corrupt("instance group", e))?,
+        nlb_arns: from_json("instance group", &nlb_arns)?,
+        port_min: port(port_min)?,
+        port_max: port(port_max)?,
+        capacity: u32::try_from(capacity).map_err(|e| corrupt("instance group", e))?,
+        codedeploy_deployment_group,
+        enabled,
+        updated_at,
+    })
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column of the row"
+)]
+pub(super) fn status_from_parts(
+    kind: &str,
+    desired: String,
+    observed: String,
+    sync: &str,
+    health: &str,
+    reason: String,
+    message: String,
+    observed_generation: i64,
+    last_transition: i64,
+    attempts: i32,
+    next_attempt_at: Option<i64>,
+) -> Result<ResourceStatus> {
+    Ok(ResourceStatus {
+        kind: kind.parse().map_err(|e| corrupt("resource status", e))?,
+        desired,
+        observed,
+        sync: sync.parse().map_err(|e| corrupt("resource status", e))?,
+        health: health.parse().map_err(|e| corrupt("resource status", e))?,
+        reason,
+        message,
+        observed_generation,
+        last_transition,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        next_attempt_at,
+    })
+}
+
+/// Maps a database error of a write, turning constraint violations into conflicts the caller
+/// can act on.
+pub(super) fn write_error(
+    operation: &'static str,
+    error: sqlx::Error,
+    conflict: &str,
+) -> StoreError {
+    if let sqlx::Error::Database(db) = &error {
+        if db.is_unique_violation() || db.is_foreign_key_violation() {
+            return StoreError::Conflict(conflict.to_owned());
+        }
+    }
+    StoreError::Database {
+        operation,
+        source: error,
+    }
+}
+
+/// Expands the shared [`Store`](super::Store) implementation for one backend. The type must
+/// have `pool: sqlx::Pool<$db>` and `changes: broadcast::Sender<String>` fields.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        mod shared {
+            use async_trait::async_trait;
+            use reconcilers::config::{InstanceGroup, RegionConfig};
+            use reconcilers::spec::{ShopRecord, ShopSpec};
+            use reconcilers::status::ResourceStatus;
+            use sqlx::Row;
+            use tokio::sync::broadcast;
+
+            use super::super::common::*;
+            use super::super::{
+                DeployOutcome, Placement, Result, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
+                StoreError,
+            };
+
+            type DbRow = <$db as sqlx::Database>::Row;
+
+            fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+                move |source| StoreError::Database { operation, source }
+            }
+
+            fn region_from_row(row: &DbRow) -> Result<RegionConfig> {
+                let get = |e| StoreError::Database { operation: "decode region config", source: e };
+                region_from_parts(
+                    row.try_get(0).map_err(get)?,
+                    row.try_get(1).map_err(get)?,
+                    row.try_get(2).map_err(get)?,
+                    row.try_get(3).map_err(get)?,
+                    row.try_get(4).map_err(get)?,
+                    row.try_get(5).map_err(get)?,
+                    row.try_get(6).map_err(get)?,
+                    row.try_get(7).map_err(get)?,
+                    row.try_get(8).map_err(get)?,
+                    row.try_get(9).map_err(get)?,
+                    row.try_get(10).map_err(get)?,
+                )
+            }
+
+            fn group_from_row(row: &DbRow) -> Result<InstanceGroup> {
+                let get = |e| StoreError::Database { operation: "decode instance group", source: e };
+                group_from_parts(
+                    row.try_get(0).map_err(get)?,
+                    row.try_get(1).map_err(get)?,
+                    row.try_get(2).map_err(get)?,
+                    row.try_get(3).map_err(get)?,
+                    row.try_get(4).map_err(get)?,
+                    row.try_get(5).map_err(get)?,
+                    row.try_get(6).map_err(get)?,
+                    row.try_get(7).map_err(get)?,
+                    row.try_get(8).map_err(get)?,
+                )
+            }
+
+            fn shop_from_row(row: &DbRow) -> Result<ShopRecord> {
+                let get = |e| StoreError::Database { operation: "decode shop", source: e };
+                ShopRow {
+                    shop_domain: row.try_get(0).map_err(get)?,
+                    region: row.try_get(1).map_err(get)?,
+                    source_bucket: row.try_get(2).map_err(get)?,
+                    source_version: row.try_get(3).map_err(get)?,
+                    custom_domain: row.try_get(4).map_err(get)?,
+                    generation: row.try_get(5).map_err(get)?,
+                    restart_generation: row.try_get(6).map_err(get)?,
+                    deletion_requested_at: row.try_get(7).map_err(get)?,
+                    created_at: row.try_get(8).map_err(get)?,
+                    updated_at: row.try_get(9).map_err(get)?,
+                }
+                .into_record()
+            }
+
+            fn status_from_row(row: &DbRow) -> Result<(String, ResourceStatus)> {
+                let get = |e| StoreError::Database { operation: "decode resource status", source: e };
+                let shop: String = row.try_get(0).map_err(get)?;
+                let kind: String = row.try_get(1).map_err(get)?;
+                let sync: String = row.try_get(4).map_err(get)?;
+                let health: String = row.try_get(5).map_err(get)?;
+                let status = status_from_parts(
+                    &kind,
+                    row.try_get(2).map_err(get)?,
+                    row.try_get(3).map_err(get)?,
+                    &sync,
+                    &health,
+                    row.try_get(6).map_err(get)?,
+                    row.try_get(7).map_err(get)?,
+                    row.try_get(8).map_err(get)?,
+                    row.try_get(9).map_err(get)?,
+                    row.try_get(10).map_err(get)?,
+                    row.try_get(11).map_err(get)?,
+                )?;
+                Ok((shop, status))
+            }
+
+            /// Placement and readiness columns that follow the shop columns in list queries.
+            fn extras_from_row(row: &DbRow) -> Result<(Option<Placement>, bool)> {
+                let get = |e| StoreError::Database { operation: "decode shop extras", source: e };
+                let group: Option<String> = row.try_get(10).map_err(get)?;
+                let nlb: Option<String> = row.try_get(11).map_err(get)?;
+                let port: Option<i32> = row.try_get(12).map_err(get)?;
+                let ready: Option<bool> = row.try_get(13).map_err(get)?;
+                let placement = match (group, nlb, port) {
+                    (Some(instance_group), Some(nlb_arn), Some(port)) => Some(Placement {
+                        instance_group,
+                        nlb_arn,
+                        port: u16::try_from(port).map_err(|e| corrupt("placement", e))?,
+                    }),
+                    _ => None,
+                };
+                Ok((placement, ready.unwrap_or(false)))
+            }
+
+            fn shop_select(filter: &str) -> String {
+                format!(
+                    "SELECT {SHOP_COLUMNS}, p.instance_group, p.nlb_arn, p.port, \
+                     (st.ready AND st.ready_generation = s.generation) AS ready \
+                     FROM shops s \
+                     LEFT JOIN placements p ON p.shop_domain = s.shop_domain \
+                     LEFT JOIN shop_status st ON st.shop_domain = s.shop_domain \
+                     {filter}"
+                )
+            }
+
+            async fn insert_event<'c>(
+                tx: &mut sqlx::Transaction<'c, $db>,
+                shop: &str,
+                at: i64,
+                generation: i64,
+                reason: &str,
+                message: &str,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO shop_events (shop_domain, at, generation, source, reason, message) \
+                     VALUES ($1, $2, $3, 'spec', $4, $5)",
+                )
+                .bind(shop)
+                .bind(at)
+                .bind(generation)
+                .bind(reason)
+                .bind(message)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("insert shop event"))?;
+                Ok(())
+            }
+
+            async fn select_shop<'c>(
+                tx: &mut sqlx::Transaction<'c, $db>,
+                shop: &str,
+            ) -> Result<Option<ShopRecord>> {
+                let sql = format!("SELECT {SHOP_COLUMNS} FROM shops s WHERE s.shop_domain = $1");
+                let row = sqlx::query(&sql)
+                    .bind(shop)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db("select shop"))?;
+                row.as_ref().map(shop_from_row).transpose()
+            }
+
+            fn describe_spec(spec: &ShopSpec) -> String {
+                let custom = spec
+                    .custom_domain
+                    .as_ref()
+                    .map(|d| format!(", custom domain {d}"))
+                    .unwrap_or_default();
+                format!(
+                    "source s3://{}/{}.zip version {}{custom}",
+                    spec.source_bucket, spec.shop_domain, spec.source_version
+                )
+            }
+
+            impl $store {
+                fn notify(&self, shop: &str) {
+                    // No subscriber is fine: nobody is watching.
+                    let _ = self.changes.send(shop.to_owned());
+                }
+
+                async fn custom_domain_owner(&self, domain: &str) -> Result<Option<String>> {
+                    sqlx::query_scalar("SELECT shop_domain FROM shops WHERE custom_domain = $1")
+                        .bind(domain)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("select custom domain owner"))
+                }
+
+                /// One attempt of [`Store::deploy_shop`]: `None` when a concurrent writer
+                /// changed the row between our statements, so the caller tries again.
+                async fn try_deploy(&self, spec: &ShopSpec, now: i64) -> Result<Option<DeployOutcome>> {
+                    let shop = spec.shop_domain.as_str();
+                    let custom = spec.custom_domain.as_ref().map(|d| d.as_str());
+                    let mut tx = self.pool.begin().await.map_err(db("begin deploy"))?;
+
+                    // Write first: SQLite takes its write lock here, so no reader-to-writer
+                    // upgrade can deadlock, and PostgreSQL locks the row.
+                    let sql = format!(
+                        "UPDATE shops SET source_bucket = $3, source_version = $4, \
+                         custom_domain = $5, generation = generation + 1, updated_at = $6 \
+                         WHERE shop_domain = $1 AND region = $2 \
+                         AND deletion_requested_at IS NULL \
+                         AND (source_bucket <> $3 OR source_version <> $4 \
+                              OR custom_domain IS DISTINCT FROM $5) \
+                         RETURNING {SHOP_RETURNING}"
+                    );
+                    let updated = sqlx::query(&sql)
+                        .bind(shop)
+                        .bind(spec.region.as_str())
+                        .bind(spec.source_bucket.as_str())
+                        .bind(spec.source_version.as_str())
+                        .bind(custom)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await;
+                    let conflict = "custom domain";
+                    let updated = updated.map_err(|e| write_error("update shop spec", e, conflict))?;
+                    if let Some(row) = updated {
+                        let record = shop_from_row(&row)?;
+                        let message = describe_spec(spec);
+                        insert_event(&mut tx, shop, now, record.generation, "SpecChanged", &message)
+                            .await?;
+                        tx.commit().await.map_err(db("commit deploy"))?;
+                        return Ok(Some(DeployOutcome { record, changed: true }));
+                    }
+
+                    let sql = format!(
+                        "INSERT INTO shops (shop_domain, region, source_bucket, source_version, \
+                         custom_domain, generation, restart_generation, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 1, 0, $6, $6) \
+                         ON CONFLICT (shop_domain) DO NOTHING RETURNING {SHOP_RETURNING}"
+                    );
+                    let inserted = sqlx::query(&sql)
+                        .bind(shop)
+                        .bind(spec.region.as_str())
+                        .bind(spec.source_bucket.as_str())
+                        .bind(spec.source_version.as_str())
+                        .bind(custom)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(|e| write_error("insert shop", e, conflict))?;
+                    if let Some(row) = inserted {
+                        let record = shop_from_row(&row)?;
+                        let message = describe_spec(spec);
+                        insert_event(&mut tx, shop, now, 1, "Created", &message).await?;
+                        tx.commit().await.map_err(db("commit deploy"))?;
+                        return Ok(Some(DeployOutcome { record, changed: true }));
+                    }
+
+                    let existing = select_shop(&mut tx, shop).await?;
+                    tx.rollback().await.map_err(db("end deploy"))?;
+                    let Some(existing) = existing else { return Ok(None) };
+                    if existing.is_deleting() {
+                        return Err(StoreError::FailedPrecondition(format!(
+                            "shop {shop} is being deleted; deploy it again once it is gone"
+                        )));
+                    }
+                    if existing.spec.region != spec.region {
+                        return Err(StoreError::FailedPrecondition(format!(
+                            "shop {shop} runs in region {}; moving it to {} needs a delete first",
+                            existing.spec.region, spec.region
+                        )));
+                    }
+                    if existing.spec != *spec {
+                        return Ok(None);
+                    }
+                    Ok(Some(DeployOutcome { record: existing, changed: false }))
+                }
+
+                async fn explain_missing_update(
+                    &self,
+                    shop_domain: &str,
+                    region: Option<&str>,
+                ) -> StoreError {
+                    let mut tx = match self.pool.begin().await {
+                        Ok(tx) => tx,
+                        Err(e) => return db("begin read")(e),
+                    };
+                    match select_shop(&mut tx, shop_domain).await {
+                        Ok(None) => StoreError::NotFound(format!("shop {shop_domain}")),
+                        Ok(Some(existing)) if existing.is_deleting() => {
+                            StoreError::FailedPrecondition(format!("shop {shop_domain} is being deleted"))
+                        }
+                        Ok(Some(existing)) => StoreError::FailedPrecondition(format!(
+                            "shop {shop_domain} runs in region {}, not {}",
+                            existing.spec.region,
+                            region.unwrap_or("the one given")
+                        )),
+                        Err(e) => e,
+                    }
+                }
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                async fn put_region_config(&self, config: &RegionConfig, now: i64) -> Result<RegionConfig> {
+                    let sql = format!(
+                        "INSERT INTO region_configs ({REGION_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         ON CONFLICT (region) DO UPDATE SET enabled = excluded.enabled, \
+                         codebuild_project = excluded.codebuild_project, \
+                         artifact_bucket = excluded.artifact_bucket, \
+                         codedeploy_application = excluded.codedeploy_application, \
+                         proxy_name_tag = excluded.proxy_name_tag, \
+                         nginx_config_dir = excluded.nginx_config_dir, \
+                         alb_https_listener_arns = excluded.alb_https_listener_arns, \
+                         global_accelerator_ips = excluded.global_accelerator_ips, \
+                         allowed_parent_domains = excluded.allowed_parent_domains, \
+                         updated_at = excluded.updated_at \
+                         RETURNING {REGION_COLUMNS}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(config.region.as_str())
+                        .bind(config.enabled)
+                        .bind(&config.codebuild_project)
+                        .bind(config.artifact_bucket.as_str())
+                        .bind(&config.codedeploy_application)
+                        .bind(&config.proxy_name_tag)
+                        .bind(&config.nginx_config_dir)
+                        .bind(to_json(config.alb_https_listener_arns.iter().cloned()))
+                        .bind(to_json(config.global_accelerator_ips.iter().map(|ip| ip.to_string())))
+                        .bind(to_json(config.allowed_parent_domains.iter().map(|d| d.to_string())))
+                        .bind(now)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db("upsert region config"))?;
+                    region_from_row(&row)
+                }
+
+                async fn get_region_config(&self, region: &str) -> Result<Option<RegionConfig>> {
+                    let sql = format!("SELECT {REGION_COLUMNS} FROM region_configs WHERE region = $1");
+                    let row = sqlx::query(&sql)
+                        .bind(region)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("select region config"))?;
+                    row.as_ref().map(region_from_row).transpose()
+                }
+
+                async fn list_region_configs(&self) -> Result<Vec<RegionConfig>> {
+                    let sql = format!("SELECT {REGION_COLUMNS} FROM region_configs ORDER BY region");
+                    let rows = sqlx::query(&sql)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list region configs"))?;
+                    rows.iter().map(region_from_row).collect()
+                }
+
+                async fn delete_region_config(&self, region: &str) -> Result<bool> {
+                    let result = sqlx::query("DELETE FROM region_configs WHERE region = $1")
+                        .bind(region)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| {
+                            let message = format!(
+                                "region {region} still has shops or instance groups; delete them first"
+                            );
+                            write_error("delete region config", e, &message)
+                        })?;
+                    Ok(result.rows_affected() > 0)
+                }
+
+                async fn put_instance_group(&self, group: &InstanceGroup, now: i64) -> Result<InstanceGroup> {
+                    let sql = format!(
+                        "INSERT INTO ec2_instance_groups ({GROUP_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         ON CONFLICT (name) DO UPDATE SET region = excluded.region, \
+                         nlb_arns = excluded.nlb_arns, port_min = excluded.port_min, \
+                         port_max = excluded.port_max, capacity = excluded.capacity, \
+                         codedeploy_deployment_group = excluded.codedeploy_deployment_group, \
+                         enabled = excluded.enabled, updated_at = excluded.updated_at \
+                         RETURNING {GROUP_COLUMNS}"
+                    );
+                    let region = group.region.as_str();
+                    let row = sqlx::query(&sql)
+                        .bind(&group.name)
+                        .bind(region)
+                        .bind(to_json(group.nlb_arns.iter().cloned()))
+                        .bind(i32::from(group.port_min))
+                        .bind(i32::from(group.port_max))
+                        .bind(i32::try_from(group.capacity).unwrap_or(i32::MAX))
+                        .bind(&group.codedeploy_deployment_group)
+                        .bind(group.enabled)
+                        .bind(now)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| {
+                            let message = format!("region {region} has no config; put it first");
+                            write_error("upsert instance group", e, &message)
+                        })?;
+                    group_from_row(&row)
+                }
+
+                async fn get_instance_group(&self, name: &str) -> Result<Option<InstanceGroup>> {
+                    let sql = format!("SELECT {GROUP_COLUMNS} FROM ec2_instance_groups WHERE name = $1");
+                    let row = sqlx::query(&sql)
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("select instance group"))?;
+                    row.as_ref().map(group_from_row).transpose()
+                }
+
+                async fn list_instance_groups(&self, region: Option<&str>) -> Result<Vec<InstanceGroup>> {
+                    let sql = format!(
+                        "SELECT {GROUP_COLUMNS} FROM ec2_instance_groups \
+                         WHERE ($1 IS NULL OR region = $1) ORDER BY name"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(region)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list instance groups"))?;
+                    rows.iter().map(group_from_row).collect()
+                }
+
+                async fn delete_instance_group(&self, name: &str) -> Result<bool> {
+                    let result = sqlx::query("DELETE FROM ec2_instance_groups WHERE name = $1")
+                        .bind(name)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| {
+                            let message = format!("instance group {name} still runs shops");
+                            write_error("delete instance group", e, &message)
+                        })?;
+                    Ok(result.rows_affected() > 0)
+                }
+
+                async fn deploy_shop(&self, spec: &ShopSpec, now: i64) -> Result<DeployOutcome> {
+                    for _ in 0..3 {
+                        match self.try_deploy(spec, now).await {
+                            Ok(Some(outcome)) => {
+                                if outcome.changed {
+                                    self.notify(spec.shop_domain.as_str());
+                                }
+                                return Ok(outcome);
+                            }
+                            Ok(None) => continue,
+                            Err(StoreError::Conflict(_)) if spec.custom_domain.is_some() => {
+                                let domain = spec.custom_domain.as_ref().map(|d| d.as_str());
+                                let owner = self.custom_domain_owner(domain.unwrap_or("")).await?;
+                                return Err(StoreError::Conflict(format!(
+                                    "custom domain {} already belongs to shop {}",
+                                    domain.unwrap_or(""),
+                                    owner.as_deref().unwrap_or("(another shop)")
+                                )));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Err(StoreError::Conflict(format!(
+                        "shop {} is being changed by another request; try again",
+                        spec.shop_domain
+                    )))
+                }
+
+                async fn restart_shop(&self, shop_domain: &str, region: &str, now: i64) -> Result<ShopRecord> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin restart"))?;
+                    let sql = format!(
+                        "UPDATE shops SET restart_generation = restart_generation + 1, \
+                         updated_at = $3 WHERE shop_domain = $1 AND region = $2 \
+                         AND deletion_requested_at IS NULL RETURNING {SHOP_RETURNING}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .bind(region)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("bump restart generation"))?;
+                    let Some(row) = row else {
+                        drop(tx);
+                        return Err(self.explain_missing_update(shop_domain, Some(region)).await);
+                    };
+                    let record = shop_from_row(&row)?;
+                    let message = format!("restart generation {}", record.restart_generation);
+                    insert_event(&mut tx, shop_domain, now, record.generation, "RestartRequested", &message)
+                        .await?;
+                    tx.commit().await.map_err(db("commit restart"))?;
+                    self.notify(shop_domain);
+                    Ok(record)
+                }
+
+                async fn delete_shop(&self, shop_domain: &str, now: i64) -> Result<ShopRecord> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin delete"))?;
+                    let sql = format!(
+                        "UPDATE shops SET deletion_requested_at = $2, generation = generation + 1, \
+                         updated_at = $2 WHERE shop_domain = $1 \
+                         AND deletion_requested_at IS NULL RETURNING {SHOP_RETURNING}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("mark shop for deletion"))?;
+                    let Some(row) = row else {
+                        let existing = select_shop(&mut tx, shop_domain).await?;
+                        tx.rollback().await.map_err(db("end delete"))?;
+                        return existing.ok_or_else(|| StoreError::NotFound(format!("shop {shop_domain}")));
+                    };
+                    let record = shop_from_row(&row)?;
+                    insert_event(&mut tx, shop_domain, now, record.generation, "DeletionRequested", "")
+                        .await?;
+                    tx.commit().await.map_err(db("commit delete"))?;
+                    self.notify(shop_domain);
+                    Ok(record)
+                }
+
+                async fn get_shop(&self, shop_domain: &str) -> Result<Option<ShopView>> {
+                    let query = ShopQuery {
+                        region: None,
+                        only_not_ready: false,
+                        after: None,
+                        limit: 1,
+                    };
+                    let page = self.list_page(&query, Some(shop_domain)).await?;
+                    Ok(page.shops.into_iter().next())
+                }
+
+                async fn list_shops(&self, query: &ShopQuery) -> Result<ShopPage> {
+                    self.list_page(query, None).await
+                }
+
+                async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>> {
+                    let rows = sqlx::query(
+                        "SELECT at, generation, source, reason, message FROM shop_events \
+                         WHERE shop_domain = $1 ORDER BY id DESC LIMIT $2",
+                    )
+                    .bind(shop_domain)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list shop events"))?;
+                    let get = |e| StoreError::Database { operation: "decode shop event", source: e };
+                    let mut events = rows
+                        .iter()
+                        .map(|row| {
+                            Ok(ShopEvent {
+                                at: row.try_get(0).map_err(get)?,
+                                generation: row.try_get(1).map_err(get)?,
+                                source: row.try_get(2).map_err(get)?,
+                                reason: row.try_get(3).map_err(get)?,
+                                message: row.try_get(4).map_err(get)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    events.reverse();
+                    Ok(events)
+                }
+
+                async fn put_resource_status(&self, shop_domain: &str, status: &ResourceStatus) -> Result<()> {
+                    let sql = format!(
+                        "INSERT INTO resource_status ({STATUS_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         ON CONFLICT (shop_domain, kind) DO UPDATE SET desired = excluded.desired, \
+                         observed = excluded.observed, sync = excluded.sync, \
+                         health = excluded.health, reason = excluded.reason, \
+                         message = excluded.message, \
+                         observed_generation = excluded.observed_generation, \
+                         last_transition = excluded.last_transition, \
+                         attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at"
+                    );
+                    sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .bind(status.kind.as_str())
+                        .bind(&status.desired)
+                        .bind(&status.observed)
+                        .bind(status.sync.as_str())
+                        .bind(status.health.as_str())
+                        .bind(&status.reason)
+                        .bind(&status.message)
+                        .bind(status.observed_generation)
+                        .bind(status.last_transition)
+                        .bind(i32::try_from(status.attempts).unwrap_or(i32::MAX))
+                        .bind(status.next_attempt_at)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(|e| write_error("upsert resource status", e, "shop is gone"))?;
+                    self.notify(shop_domain);
+                    Ok(())
+                }
+
+                fn subscribe(&self) -> broadcast::Receiver<String> {
+                    self.changes.subscribe()
+                }
+            }
+
+            impl $store {
+                /// Reads a page of shops with their placement and readiness, then their
+                /// resources' status in one range query over the page.
+                async fn list_page(&self, query: &ShopQuery, only: Option<&str>) -> Result<ShopPage> {
+                    let filter = "WHERE ($1 IS NULL OR s.region = $1) \
+                         AND ($2 IS NULL OR s.shop_domain > $2) \
+                         AND ($3 IS NULL OR s.shop_domain = $3) \
+                         AND (NOT $4 OR NOT COALESCE(st.ready AND st.ready_generation = s.generation, FALSE)) \
+                         ORDER BY s.shop_domain LIMIT $5";
+                    let limit = i64::from(query.limit.max(1)) + 1;
+                    let rows = sqlx::query(&shop_select(filter))
+                        .bind(query.region.as_deref())
+                        .bind(query.after.as_deref())
+                        .bind(only)
+                        .bind(query.only_not_ready)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list shops"))?;
+
+                    let mut shops = Vec::with_capacity(rows.len());
+                    for row in rows.iter().take(query.limit.max(1) as usize) {
+                        let record = shop_from_row(row)?;
+                        let (placement, ready) = extras_from_row(row)?;
+                        shops.push(ShopView { record, resources: Vec::new(), placement, ready });
+                    }
+                    let next_after = (rows.len() as i64 == limit)
+                        .then(|| shops.last().map(|s| s.record.spec.shop_domain.to_string()))
+                        .flatten();
+
+                    if let (Some(first), Some(last)) = (shops.first(), shops.last()) {
+                        let sql = format!(
+                            "SELECT {STATUS_COLUMNS} FROM resource_status \
+                             WHERE shop_domain >= $1 AND shop_domain <= $2"
+                        );
+                        let rows = sqlx::query(&sql)
+                            .bind(first.record.spec.shop_domain.as_str())
+                            .bind(last.record.spec.shop_domain.as_str())
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(db("list resource status"))?;
+                        for row in &rows {
+                            let (shop, status) = status_from_row(row)?;
+                            if let Some(view) = shops
+                                .iter_mut()
+                                .find(|v| v.record.spec.shop_domain.as_str() == shop)
+                            {
+                                view.resources.push(status);
+                            }
+                        }
+                        for view in &mut shops {
+                            view.resources.sort_by_key(|s| s.kind);
+                        }
+                    }
+                    Ok(ShopPage { shops, next_after })
+                }
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;
