@@ -34,11 +34,6 @@ pub struct AwsCloud {
 impl AwsCloud {
     /// Loads the shared SDK configuration (credentials are resolved lazily, on first call).
     pub async fn load(options: AwsOptions) -> Self {
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
         let retry = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(options.max_attempts.max(1))
             .with_initial_backoff(Duration::from_millis(200))
@@ -49,7 +44,7 @@ impl AwsCloud {
             .operation_timeout(Duration::from_secs(60))
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http_client)
+            .http_client(http_client())
             .retry_config(retry)
             .timeout_config(timeouts);
         if let Some(url) = &options.endpoint_url {
@@ -79,6 +74,16 @@ impl AwsCloud {
             })
             .clone()
     }
+}
+
+/// The HTTP client of every SDK client: rustls with ring, the same TLS stack tonic uses, so
+/// the build carries one crypto library.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 impl CloudProvider for AwsCloud {

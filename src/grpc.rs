@@ -18,7 +18,12 @@ pub use auth::{Auth, Scope};
 
 /// The generated protobuf types, clients and servers.
 pub mod proto {
-    #![allow(clippy::all, unreachable_pub, reason = "generated code")]
+    #![allow(
+        clippy::all,
+        clippy::allow_attributes_without_reason,
+        unreachable_pub,
+        reason = "generated code"
+    )]
     tonic::include_proto!("shop.v1");
 
     /// The encoded descriptors of `proto/`, served by reflection.

@@ -132,6 +132,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records the status of one resource (reconcilers only).
     async fn put_resource_status(&self, shop_domain: &str, status: &ResourceStatus) -> Result<()>;
 
+    /// Records whether the shop is converged for `generation` (reconcilers only).
+    async fn set_shop_ready(
+        &self,
+        shop_domain: &str,
+        ready: bool,
+        generation: i64,
+        now: i64,
+    ) -> Result<()>;
+
     /// Shop domains whose spec or status changed, as they change in this process.
     fn subscribe(&self) -> broadcast::Receiver<String>;
 }

@@ -183,7 +183,8 @@ mod tests {
     #[test]
     fn group_validation() {
         assert_eq!(group().validate(), Ok(()));
-        let cases: Vec<(fn(&mut InstanceGroup), &str)> = vec![
+        type Mutation = fn(&mut InstanceGroup);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|g| g.name = "has space".to_owned(), "name"),
             (|g| g.nlb_arns.clear(), "nlb_arns"),
             (

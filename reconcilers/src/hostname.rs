@@ -290,7 +290,8 @@ mod tests {
     fn rejects_hostile_and_malformed_names() {
         let long_label = "a".repeat(64);
         let long_name = format!("{}.com", "abcdefghi.".repeat(30));
-        let cases: Vec<(&str, fn(&HostnameError) -> bool)> = vec![
+        type Expectation = fn(&HostnameError) -> bool;
+        let cases: Vec<(&str, Expectation)> = vec![
             ("", |e| matches!(e, HostnameError::Empty)),
             ("a.com;", |e| {
                 matches!(e, HostnameError::InvalidCharacter { .. })

@@ -105,14 +105,14 @@ pub async fn check_source_zip(
         .await
         .map_err(cloud)?;
 
-    let directory = match find_directory(&tail).map_err(|why| not_zip(why))? {
+    let directory = match find_directory(&tail).map_err(&not_zip)? {
         Located::Directory(directory) => directory,
         Located::Zip64At(offset) => {
             let record = storage
                 .get_range(bucket, key, &version_id, offset, ZIP64_EOCD_LEN)
                 .await
                 .map_err(cloud)?;
-            parse_zip64_eocd(&record).map_err(|why| not_zip(why))?
+            parse_zip64_eocd(&record).map_err(&not_zip)?
         }
     };
     if directory.len > MAX_CENTRAL_DIRECTORY_LEN {
@@ -135,7 +135,7 @@ pub async fn check_source_zip(
             .await
             .map_err(cloud)?
     };
-    let names = entry_names(&bytes, directory.entries).map_err(|why| not_zip(why))?;
+    let names = entry_names(&bytes, directory.entries).map_err(&not_zip)?;
     if !names.iter().any(|name| is_top_level_scripts(name)) {
         return Err(SourceError::NoScripts { location });
     }

@@ -201,10 +201,10 @@ pub(super) fn write_error(
     error: sqlx::Error,
     conflict: &str,
 ) -> StoreError {
-    if let sqlx::Error::Database(db) = &error {
-        if db.is_unique_violation() || db.is_foreign_key_violation() {
-            return StoreError::Conflict(conflict.to_owned());
-        }
+    if let sqlx::Error::Database(db) = &error
+        && (db.is_unique_violation() || db.is_foreign_key_violation())
+    {
+        return StoreError::Conflict(conflict.to_owned());
     }
     StoreError::Database {
         operation,
@@ -790,6 +790,30 @@ macro_rules! impl_store {
                         .execute(&self.pool)
                         .await
                         .map_err(|e| write_error("upsert resource status", e, "shop is gone"))?;
+                    self.notify(shop_domain);
+                    Ok(())
+                }
+
+                async fn set_shop_ready(
+                    &self,
+                    shop_domain: &str,
+                    ready: bool,
+                    generation: i64,
+                    now: i64,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO shop_status (shop_domain, ready, ready_generation, updated_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (shop_domain) DO UPDATE SET \
+                         ready = excluded.ready, ready_generation = excluded.ready_generation, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(shop_domain)
+                    .bind(ready)
+                    .bind(generation)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| write_error("upsert shop status", e, "shop is gone"))?;
                     self.notify(shop_domain);
                     Ok(())
                 }

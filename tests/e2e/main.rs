@@ -1,1 +1,16 @@
+//! Black-box tests: the real gRPC server on port 0, real SQLite and PostgreSQL, moto for S3,
+//! and the `shopctl` binary. One test binary, so the AWS SDK is linked once.
 
+#![allow(
+    unreachable_pub,
+    reason = "helpers are shared between the modules of one binary"
+)]
+
+mod admin;
+mod api;
+mod auth;
+mod moto_s3;
+mod shopctl;
+mod store;
+mod support;
+mod validation;

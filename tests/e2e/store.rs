@@ -1,0 +1,484 @@
+//! The store suite, run against SQLite and PostgreSQL alike.
+
+use std::sync::Arc;
+
+use reconcilers::Hostname;
+use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
+use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
+use shop_controller::dev::{dev_instance_group, dev_region_config};
+use shop_controller::store::{ShopQuery, Store, StoreError};
+
+use crate::support::TestStore;
+
+fn spec(shop: &str, version: &str) -> ShopSpec {
+    ShopSpec {
+        shop_domain: Hostname::parse(shop).expect("valid"),
+        region: RegionName::parse("eu-west-1").expect("valid"),
+        source_bucket: BucketName::parse("shop-sources").expect("valid"),
+        source_version: SourceVersion::parse(version).expect("valid"),
+        custom_domain: None,
+    }
+}
+
+fn with_custom(mut spec: ShopSpec, domain: &str) -> ShopSpec {
+    spec.custom_domain = Some(Hostname::parse(domain).expect("valid"));
+    spec
+}
+
+async fn configured(store: &TestStore) -> Arc<dyn Store> {
+    store
+        .store
+        .put_region_config(&dev_region_config(), 1)
+        .await
+        .expect("region");
+    store
+        .store
+        .put_instance_group(&dev_instance_group(), 1)
+        .await
+        .expect("group");
+    store.store.clone()
+}
+
+async fn generation_moves_only_when_the_spec_changes(store: TestStore) {
+    let store = configured(&store).await;
+    let created = store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 10)
+        .await
+        .expect("create");
+    assert_eq!((created.record.generation, created.changed), (1, true));
+    assert_eq!(created.record.created_at, 10);
+
+    let same = store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 20)
+        .await
+        .expect("same");
+    assert_eq!((same.record.generation, same.changed), (1, false));
+    assert_eq!(same.record.updated_at, 10, "a no-op writes nothing");
+
+    let newer = store
+        .deploy_shop(&spec("a.es-hs.com", "v2"), 30)
+        .await
+        .expect("newer");
+    assert_eq!((newer.record.generation, newer.changed), (2, true));
+    let custom = with_custom(spec("a.es-hs.com", "v2"), "shop.merchant.example");
+    assert_eq!(
+        store
+            .deploy_shop(&custom, 40)
+            .await
+            .expect("custom")
+            .record
+            .generation,
+        3
+    );
+    assert_eq!(
+        store
+            .deploy_shop(&custom, 41)
+            .await
+            .expect("same custom")
+            .record
+            .generation,
+        3
+    );
+    let dropped = store
+        .deploy_shop(&spec("a.es-hs.com", "v2"), 50)
+        .await
+        .expect("drop custom");
+    assert_eq!(dropped.record.generation, 4);
+    assert_eq!(dropped.record.spec.custom_domain, None);
+
+    let mut moved = spec("a.es-hs.com", "v2");
+    moved.region = RegionName::parse("us-east-1").expect("valid");
+    let error = store
+        .deploy_shop(&moved, 60)
+        .await
+        .expect_err("region is fixed");
+    assert!(
+        matches!(error, StoreError::FailedPrecondition(_)),
+        "{error:?}"
+    );
+
+    let events = store.shop_events("a.es-hs.com", 100).await.expect("events");
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["Created", "SpecChanged", "SpecChanged", "SpecChanged"]
+    );
+    assert_eq!(events.last().map(|e| e.generation), Some(4));
+}
+
+async fn a_custom_domain_has_one_owner(store: TestStore) {
+    let store = configured(&store).await;
+    let first = with_custom(spec("a.es-hs.com", "v1"), "www.merchant.example");
+    store.deploy_shop(&first, 1).await.expect("first");
+    let second = with_custom(spec("b.es-hs.com", "v1"), "www.merchant.example");
+    let error = store.deploy_shop(&second, 2).await.expect_err("taken");
+    let StoreError::Conflict(message) = error else {
+        panic!("not a conflict: {error:?}")
+    };
+    assert_eq!(
+        message,
+        "custom domain www.merchant.example already belongs to shop a.es-hs.com"
+    );
+    assert!(store.get_shop("b.es-hs.com").await.expect("read").is_none());
+
+    let taken_later = store
+        .deploy_shop(&spec("b.es-hs.com", "v1"), 3)
+        .await
+        .expect("plain");
+    assert_eq!(taken_later.record.generation, 1);
+    let error = store
+        .deploy_shop(&second, 4)
+        .await
+        .expect_err("still taken");
+    assert!(matches!(error, StoreError::Conflict(_)));
+    assert_eq!(
+        store
+            .get_shop("b.es-hs.com")
+            .await
+            .expect("read")
+            .expect("exists")
+            .record
+            .generation,
+        1
+    );
+}
+
+async fn concurrent_deploys_never_lose_a_generation(store: TestStore) {
+    let store = configured(&store).await;
+    let writers = 16;
+    let mut tasks = Vec::new();
+    for i in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .deploy_shop(&spec("race.es-hs.com", &format!("v{i}")), i)
+                .await
+        }));
+    }
+    let mut generations = Vec::new();
+    for task in tasks {
+        let outcome = task.await.expect("join").expect("deploy");
+        assert!(outcome.changed);
+        generations.push(outcome.record.generation);
+    }
+    generations.sort_unstable();
+    assert_eq!(
+        generations,
+        (1..=writers).collect::<Vec<_>>(),
+        "every write got its own generation"
+    );
+    let stored = store
+        .get_shop("race.es-hs.com")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.record.generation, writers);
+    assert_eq!(
+        store
+            .shop_events("race.es-hs.com", 100)
+            .await
+            .expect("events")
+            .len() as i64,
+        writers
+    );
+}
+
+async fn restart_and_delete_are_recorded(store: TestStore) {
+    let store = configured(&store).await;
+    store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 1)
+        .await
+        .expect("create");
+    let restarted = store
+        .restart_shop("a.es-hs.com", "eu-west-1", 2)
+        .await
+        .expect("restart");
+    assert_eq!((restarted.generation, restarted.restart_generation), (1, 1));
+    let missing = store
+        .restart_shop("b.es-hs.com", "eu-west-1", 3)
+        .await
+        .expect_err("missing");
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+
+    let deleted = store.delete_shop("a.es-hs.com", 4).await.expect("delete");
+    assert_eq!(
+        (deleted.generation, deleted.deletion_requested_at),
+        (2, Some(4))
+    );
+    let again = store
+        .delete_shop("a.es-hs.com", 5)
+        .await
+        .expect("idempotent");
+    assert_eq!(
+        (again.generation, again.deletion_requested_at),
+        (2, Some(4))
+    );
+    let restart = store
+        .restart_shop("a.es-hs.com", "eu-west-1", 6)
+        .await
+        .expect_err("deleting");
+    assert!(matches!(restart, StoreError::FailedPrecondition(_)));
+    let deploy = store
+        .deploy_shop(&spec("a.es-hs.com", "v9"), 7)
+        .await
+        .expect_err("deleting");
+    assert!(matches!(deploy, StoreError::FailedPrecondition(_)));
+    assert!(matches!(
+        store.delete_shop("zz.es-hs.com", 8).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn pages_filters_and_status(store: TestStore) {
+    let store = configured(&store).await;
+    for i in 0..5 {
+        store
+            .deploy_shop(&spec(&format!("s{i}.es-hs.com"), "v1"), i)
+            .await
+            .expect("deploy");
+    }
+    store
+        .set_shop_ready("s1.es-hs.com", true, 1, 10)
+        .await
+        .expect("ready");
+    store
+        .set_shop_ready("s2.es-hs.com", true, 0, 10)
+        .await
+        .expect("ready for an old generation");
+    let status = ResourceStatus {
+        kind: ResourceKind::Listener,
+        desired: "port 20001".to_owned(),
+        observed: "none".to_owned(),
+        sync: SyncState::OutOfSync,
+        health: Health::Progressing,
+        reason: "Creating".to_owned(),
+        message: String::new(),
+        observed_generation: 1,
+        last_transition: 5,
+        attempts: 2,
+        next_attempt_at: None,
+    };
+    store
+        .put_resource_status("s3.es-hs.com", &status)
+        .await
+        .expect("status");
+    let artifact = ResourceStatus {
+        kind: ResourceKind::Artifact,
+        ..status.clone()
+    };
+    store
+        .put_resource_status("s3.es-hs.com", &artifact)
+        .await
+        .expect("status");
+    let updated = ResourceStatus {
+        attempts: 3,
+        ..status.clone()
+    };
+    store
+        .put_resource_status("s3.es-hs.com", &updated)
+        .await
+        .expect("upsert");
+
+    let first = store
+        .list_shops(&ShopQuery {
+            limit: 2,
+            ..ShopQuery::default()
+        })
+        .await
+        .expect("page");
+    assert_eq!(first.shops.len(), 2);
+    assert_eq!(first.next_after.as_deref(), Some("s1.es-hs.com"));
+    let rest = ShopQuery {
+        limit: 10,
+        after: first.next_after.clone(),
+        ..ShopQuery::default()
+    };
+    let rest = store.list_shops(&rest).await.expect("page");
+    assert_eq!(rest.shops.len(), 3);
+    assert_eq!(rest.next_after, None);
+
+    let not_ready = ShopQuery {
+        limit: 10,
+        only_not_ready: true,
+        ..ShopQuery::default()
+    };
+    let names: Vec<String> = store
+        .list_shops(&not_ready)
+        .await
+        .expect("not ready")
+        .shops
+        .iter()
+        .map(|s| s.record.spec.shop_domain.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "s0.es-hs.com",
+            "s2.es-hs.com",
+            "s3.es-hs.com",
+            "s4.es-hs.com"
+        ]
+    );
+
+    let view = store
+        .get_shop("s3.es-hs.com")
+        .await
+        .expect("get")
+        .expect("exists");
+    let kinds: Vec<ResourceKind> = view.resources.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [ResourceKind::Artifact, ResourceKind::Listener],
+        "dependency order"
+    );
+    assert_eq!(view.resources[1].attempts, 3);
+    assert!(
+        store
+            .get_shop("s1.es-hs.com")
+            .await
+            .expect("get")
+            .expect("exists")
+            .ready
+    );
+
+    let other_region = ShopQuery {
+        limit: 10,
+        region: Some("us-east-1".to_owned()),
+        ..ShopQuery::default()
+    };
+    assert!(
+        store
+            .list_shops(&other_region)
+            .await
+            .expect("list")
+            .shops
+            .is_empty()
+    );
+}
+
+async fn configuration_in_use_cannot_be_deleted(store: TestStore) {
+    let store = configured(&store).await;
+    let error = store
+        .delete_region_config("eu-west-1")
+        .await
+        .expect_err("group uses it");
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    assert!(
+        store
+            .delete_instance_group("shops-a")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_instance_group("shops-a")
+            .await
+            .expect("already gone")
+    );
+    store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 1)
+        .await
+        .expect("deploy");
+    let error = store
+        .delete_region_config("eu-west-1")
+        .await
+        .expect_err("shop uses it");
+    assert!(matches!(error, StoreError::Conflict(_)));
+
+    let groups = store
+        .list_instance_groups(Some("eu-west-1"))
+        .await
+        .expect("list");
+    assert!(groups.is_empty());
+    let mut config = dev_region_config();
+    config.enabled = false;
+    let stored = store.put_region_config(&config, 99).await.expect("replace");
+    assert_eq!((stored.enabled, stored.updated_at), (false, 99));
+    assert_eq!(
+        store.list_region_configs().await.expect("list"),
+        vec![stored]
+    );
+}
+
+async fn changes_are_announced(store: TestStore) {
+    let store = configured(&store).await;
+    let mut changes = store.subscribe();
+    store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 1)
+        .await
+        .expect("deploy");
+    store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 2)
+        .await
+        .expect("no-op");
+    store
+        .restart_shop("a.es-hs.com", "eu-west-1", 3)
+        .await
+        .expect("restart");
+    assert_eq!(changes.recv().await.expect("change"), "a.es-hs.com");
+    assert_eq!(changes.recv().await.expect("change"), "a.es-hs.com");
+    assert!(
+        changes.try_recv().is_err(),
+        "the no-op deploy announced nothing"
+    );
+}
+
+macro_rules! store_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(crate::support::sqlite_store().await).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(crate::support::postgres_store().await).await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    generation_moves_only_when_the_spec_changes,
+    a_custom_domain_has_one_owner,
+    concurrent_deploys_never_lose_a_generation,
+    restart_and_delete_are_recorded,
+    pages_filters_and_status,
+    configuration_in_use_cannot_be_deleted,
+    changes_are_announced,
+);
+
+#[tokio::test]
+async fn a_committed_spec_survives_reopening_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite:{}", dir.path().join("shops.db").display());
+    {
+        let store = shop_controller::store::SqliteStore::open(&url)
+            .await
+            .expect("open");
+        store
+            .put_region_config(&dev_region_config(), 1)
+            .await
+            .expect("region");
+        store
+            .deploy_shop(&spec("a.es-hs.com", "v1"), 1)
+            .await
+            .expect("deploy");
+    }
+    let reopened = shop_controller::store::SqliteStore::open(&url)
+        .await
+        .expect("reopen");
+    let view = reopened
+        .get_shop("a.es-hs.com")
+        .await
+        .expect("read")
+        .expect("kept");
+    assert_eq!(view.record.spec.source_version.as_str(), "v1");
+}
