@@ -90,15 +90,17 @@ pub struct UnknownName {
 }
 
 macro_rules! parse_by_name {
-    ($ty:ty, $what:literal, [$($variant:expr),* $(,)?]) => {
+    ($ty:ty, $what:literal, $all:expr) => {
         impl FromStr for $ty {
             type Err = UnknownName;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                [$($variant),*]
-                    .into_iter()
+                $all.into_iter()
                     .find(|v| v.as_str() == s)
-                    .ok_or_else(|| UnknownName { what: $what, value: s.to_owned() })
+                    .ok_or_else(|| UnknownName {
+                        what: $what,
+                        value: s.to_owned(),
+                    })
             }
         }
 
@@ -110,19 +112,7 @@ macro_rules! parse_by_name {
     };
 }
 
-parse_by_name!(
-    ResourceKind,
-    "resource kind",
-    [
-        ResourceKind::Artifact,
-        ResourceKind::Deployment,
-        ResourceKind::TargetGroup,
-        ResourceKind::Listener,
-        ResourceKind::NginxConfig,
-        ResourceKind::Certificate,
-        ResourceKind::Restart,
-    ]
-);
+parse_by_name!(ResourceKind, "resource kind", ResourceKind::ALL);
 parse_by_name!(
     SyncState,
     "sync state",

@@ -9,15 +9,7 @@ use tonic::Code;
 
 use crate::support::dev_server;
 
-fn deploy(shop: &str) -> DeployShopRequest {
-    DeployShopRequest {
-        shop_domain: shop.to_owned(),
-        region: "eu-west-1".to_owned(),
-        source_bucket: "shop-sources".to_owned(),
-        source_version: None,
-        custom_domain: None,
-    }
-}
+use crate::support::deploy_request as deploy;
 
 #[tokio::test]
 async fn deploy_pins_the_newest_source_version_and_get_shows_it() {

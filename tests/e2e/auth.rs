@@ -22,13 +22,7 @@ async fn server() -> (TestServer, crate::support::TestStore) {
 }
 
 fn deploy() -> DeployShopRequest {
-    DeployShopRequest {
-        shop_domain: "example.es-hs.com".to_owned(),
-        region: "eu-west-1".to_owned(),
-        source_bucket: "shop-sources".to_owned(),
-        source_version: None,
-        custom_domain: None,
-    }
+    crate::support::deploy_request("example.es-hs.com")
 }
 
 #[tokio::test]

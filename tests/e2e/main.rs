@@ -13,4 +13,5 @@ mod moto_s3;
 mod shopctl;
 mod store;
 mod support;
+mod tls;
 mod validation;

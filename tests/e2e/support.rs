@@ -262,6 +262,17 @@ impl Interceptor for Bearer {
     }
 }
 
+/// A deploy of a seeded sample source in the dev region.
+pub fn deploy_request(shop: &str) -> shop_controller::grpc::proto::DeployShopRequest {
+    shop_controller::grpc::proto::DeployShopRequest {
+        shop_domain: shop.to_owned(),
+        region: dev::DEV_REGION.to_owned(),
+        source_bucket: dev::DEV_SOURCE_BUCKET.to_owned(),
+        source_version: None,
+        custom_domain: None,
+    }
+}
+
 /// A server over a seeded SQLite store and simulated AWS, authentication off.
 pub async fn dev_server() -> (TestServer, Arc<SimulatedAws>, TestStore) {
     let store = sqlite_store().await;

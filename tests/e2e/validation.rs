@@ -13,15 +13,7 @@ struct Case {
     message: &'static str,
 }
 
-fn request(shop: &str) -> DeployShopRequest {
-    DeployShopRequest {
-        shop_domain: shop.to_owned(),
-        region: "eu-west-1".to_owned(),
-        source_bucket: "shop-sources".to_owned(),
-        source_version: None,
-        custom_domain: None,
-    }
-}
+use crate::support::deploy_request as request;
 
 fn with(shop: &str, change: impl FnOnce(&mut DeployShopRequest)) -> DeployShopRequest {
     let mut request = request(shop);
