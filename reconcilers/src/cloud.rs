@@ -2,10 +2,29 @@
 //! bounded error kind. SDK adapters (in the binary) and the simulated AWS ([`crate::sim`])
 //! implement them; nothing here knows an SDK type.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
-use bytes::Bytes;
+mod builds;
+mod certificates;
+mod deployments;
+mod fleet;
+pub mod limits;
+mod load_balancing;
+mod run_command;
+mod storage;
+
+pub use builds::{Build, BuildRequest, BuildStatus, Builds};
+pub use certificates::{CertificateMaterial, CertificateSummary, Certificates};
+pub use deployments::{Deployment, DeploymentRequest, DeploymentStatus, Deployments, Revision};
+pub use fleet::{Fleet, Instance};
+pub use load_balancing::{
+    HealthCheck, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Target, TargetGroup,
+    TargetGroupSpec, TargetHealth,
+};
+pub use run_command::{CommandRequest, CommandTarget, Invocation, InvocationStatus, RunCommand};
+pub use storage::{ObjectHead, ObjectStorage};
 
 /// Which AWS quota a `QuotaExceeded` error hit, when known.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,41 +89,121 @@ impl CloudError {
     }
 }
 
-/// Metadata of one object version.
+/// One page of a listing and the token of the next, if any.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectHead {
-    pub size: u64,
-    /// `null` for objects written while the bucket was unversioned.
-    pub version_id: String,
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
 }
 
-/// Read access to source objects in S3.
-#[async_trait]
-pub trait ObjectStorage: Send + Sync {
-    /// Size and version of `key`, at `version` when given, else the current version.
-    async fn head_object(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: Option<&str>,
-    ) -> Result<ObjectHead, CloudError>;
+/// A resource tag.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
 
-    /// The newest version id of exactly `key`, `None` when the key has no live version.
-    async fn latest_version(&self, bucket: &str, key: &str) -> Result<Option<String>, CloudError>;
+impl Tag {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
 
-    /// Bytes `start..start + len` of one object version (fewer at the end of the object).
-    async fn get_range(
-        &self,
-        bucket: &str,
-        key: &str,
-        version: &str,
-        start: u64,
-        len: u64,
-    ) -> Result<Bytes, CloudError>;
+/// Tag keys of the ownership tags every object we create carries.
+pub const TAG_INSTALLATION: &str = "shop-controller/installation";
+pub const TAG_SHOP: &str = "shop-controller/shop";
+pub const TAG_RESOURCE: &str = "shop-controller/resource";
+
+/// Who owns an AWS object: this controller installation, a shop, a resource kind. The one
+/// helper that builds ownership tags, so observation can find our objects by tag and two
+/// installations in one account never adopt each other's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub installation: String,
+    pub shop: String,
+    pub resource: String,
+}
+
+impl Owner {
+    pub fn tags(&self) -> Vec<Tag> {
+        vec![
+            Tag::new(TAG_INSTALLATION, &self.installation),
+            Tag::new(TAG_SHOP, &self.shop),
+            Tag::new(TAG_RESOURCE, &self.resource),
+        ]
+    }
+
+    /// Reads the owner back from an object's tags; `None` unless all three are there.
+    pub fn from_tags(tags: &[Tag]) -> Option<Self> {
+        let get = |key: &str| tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+        Some(Self {
+            installation: get(TAG_INSTALLATION)?,
+            shop: get(TAG_SHOP)?,
+            resource: get(TAG_RESOURCE)?,
+        })
+    }
+}
+
+/// Counts cloud calls by service, operation and outcome; the adapters and the simulated AWS
+/// both record into one, for metrics and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct CallStats {
+    counts: Arc<Mutex<BTreeMap<(String, String, String), u64>>>,
+}
+
+impl CallStats {
+    /// Records one call; `operation` is `service:Operation`, outcome `ok` or an error kind.
+    pub fn record(&self, operation: &str, outcome: &str) {
+        let (service, name) = operation.split_once(':').unwrap_or(("", operation));
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts
+            .entry((service.to_owned(), name.to_owned(), outcome.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// Records the outcome of a call result.
+    pub fn observe<T>(&self, operation: &str, result: &Result<T, CloudError>) {
+        match result {
+            Ok(_) => self.record(operation, "ok"),
+            Err(error) => self.record(operation, error.kind.as_str()),
+        }
+    }
+
+    /// Every (service, operation, outcome) with its count.
+    pub fn snapshot(&self) -> Vec<((String, String, String), u64)> {
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts
+            .iter()
+            .map(|(key, count)| (key.clone(), *count))
+            .collect()
+    }
+
+    /// Calls of one `service:Operation`, whatever the outcome.
+    pub fn count(&self, operation: &str) -> u64 {
+        let (service, name) = operation.split_once(':').unwrap_or(("", operation));
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts
+            .iter()
+            .filter(|((s, n, _), _)| s == service && n == name)
+            .map(|(_, count)| count)
+            .sum()
+    }
 }
 
 /// Hands out the cloud capabilities of one region. The SDK adapters build clients per region
 /// lazily; the simulated AWS serves every region from one account.
 pub trait CloudProvider: Send + Sync {
-    fn object_storage(&self, region: &str) -> std::sync::Arc<dyn ObjectStorage>;
+    fn object_storage(&self, region: &str) -> Arc<dyn ObjectStorage>;
 }
