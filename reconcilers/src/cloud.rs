@@ -147,11 +147,14 @@ impl Owner {
     }
 }
 
+/// (service, operation, outcome), as in `("elasticloadbalancing", "CreateListener", "ok")`.
+pub type CallKey = (String, String, String);
+
 /// Counts cloud calls by service, operation and outcome; the adapters and the simulated AWS
 /// both record into one, for metrics and benchmarks.
 #[derive(Clone, Debug, Default)]
 pub struct CallStats {
-    counts: Arc<Mutex<BTreeMap<(String, String, String), u64>>>,
+    counts: Arc<Mutex<BTreeMap<CallKey, u64>>>,
 }
 
 impl CallStats {
@@ -176,7 +179,7 @@ impl CallStats {
     }
 
     /// Every (service, operation, outcome) with its count.
-    pub fn snapshot(&self) -> Vec<((String, String, String), u64)> {
+    pub fn snapshot(&self) -> Vec<(CallKey, u64)> {
         let counts = self
             .counts
             .lock()
