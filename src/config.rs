@@ -1,12 +1,14 @@
 //! Command-line and environment configuration of the `shop-controller` binary. Every flag has
 //! an environment fallback; secrets are wrapped so they never print.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use reconcilers::cloud::limits::{Limit, parse_overrides};
 
 /// A value that must never reach a log or an error message.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,6 +92,10 @@ pub struct ServeArgs {
     /// Attempts per AWS call including the first (the SDK's standard retry mode).
     #[arg(long, env = "SHOP_CONTROLLER_AWS_MAX_ATTEMPTS", default_value_t = 3)]
     pub aws_max_attempts: u32,
+    /// Client-side rate limits replacing the defaults, as `service:Operation=RATE/BURST`
+    /// (calls per second and bucket size), comma-separated.
+    #[arg(long, env = "SHOP_CONTROLLER_AWS_RATE_LIMITS", default_value = "", value_parser = parse_overrides)]
+    pub aws_rate_limits: HashMap<String, Limit>,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]

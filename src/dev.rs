@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use reconcilers::Hostname;
 use reconcilers::config::{InstanceGroup, RegionConfig};
-use reconcilers::sim::SimulatedAws;
+use reconcilers::sim::{LoadBalancerKind, SimulatedAws};
 use reconcilers::source::build_stored_zip;
 use reconcilers::spec::{BucketName, RegionName};
 
@@ -19,6 +19,7 @@ use crate::store::{Store, StoreError, now_millis};
 pub const DEV_REGION: &str = "eu-west-1";
 pub const DEV_PARENT_DOMAIN: &str = "es-hs.com";
 pub const DEV_SOURCE_BUCKET: &str = "shop-sources";
+pub const DEV_ARTIFACT_BUCKET: &str = "shop-artifacts";
 pub const DEV_SAMPLE_SHOPS: [&str; 2] = ["example.es-hs.com", "demo.es-hs.com"];
 const DEV_ACCOUNT: &str = "123456789012";
 
@@ -33,20 +34,19 @@ pub fn sample_shop_zip() -> Vec<u8> {
     ])
 }
 
-/// The region the development controller deploys into.
-pub fn dev_region_config() -> RegionConfig {
+/// The region the development controller deploys into; `alb_listener` is the simulated proxy
+/// ALB's HTTPS listener.
+pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
     let valid = "constant is valid";
     RegionConfig {
         region: RegionName::parse(DEV_REGION).expect(valid),
         enabled: true,
         codebuild_project: "shop-build".to_owned(),
-        artifact_bucket: BucketName::parse("shop-artifacts").expect(valid),
+        artifact_bucket: BucketName::parse(DEV_ARTIFACT_BUCKET).expect(valid),
         codedeploy_application: "shops".to_owned(),
         proxy_name_tag: "shop-proxy".to_owned(),
         nginx_config_dir: "/mnt/efs/nginx/shops".to_owned(),
-        alb_https_listener_arns: vec![format!(
-            "arn:aws:elasticloadbalancing:{DEV_REGION}:{DEV_ACCOUNT}:listener/app/proxy/0123456789abcdef/0123456789abcdef"
-        )],
+        alb_https_listener_arns: vec![alb_listener.to_owned()],
         global_accelerator_ips: vec![
             Ipv4Addr::new(192, 0, 2, 10).into(),
             Ipv4Addr::new(198, 51, 100, 10).into(),
@@ -56,14 +56,27 @@ pub fn dev_region_config() -> RegionConfig {
     }
 }
 
-/// The instance group the development controller places shops on.
+/// The region config of the dev controller with a placeholder listener, for tests that need
+/// a valid config without a simulated account.
+pub fn dev_region_config() -> RegionConfig {
+    dev_region_config_with(&format!(
+        "arn:aws:elasticloadbalancing:{DEV_REGION}:{DEV_ACCOUNT}:listener/app/proxy/0123456789abcdef/0123456789abcdef"
+    ))
+}
+
+/// The instance group of the dev controller with a placeholder NLB (see [`dev_region_config`]).
 pub fn dev_instance_group() -> InstanceGroup {
+    dev_instance_group_with(&format!(
+        "arn:aws:elasticloadbalancing:{DEV_REGION}:{DEV_ACCOUNT}:loadbalancer/net/shops-a/0123456789abcdef"
+    ))
+}
+
+/// The instance group the development controller places shops on, fronted by `nlb`.
+pub fn dev_instance_group_with(nlb: &str) -> InstanceGroup {
     InstanceGroup {
         name: "shops-a".to_owned(),
         region: RegionName::parse(DEV_REGION).expect("constant is valid"),
-        nlb_arns: vec![format!(
-            "arn:aws:elasticloadbalancing:{DEV_REGION}:{DEV_ACCOUNT}:loadbalancer/net/shops-a/0123456789abcdef"
-        )],
+        nlb_arns: vec![nlb.to_owned()],
         port_min: 20000,
         port_max: 20999,
         capacity: 500,
@@ -73,21 +86,35 @@ pub fn dev_instance_group() -> InstanceGroup {
     }
 }
 
-/// Seeds the simulated AWS with the sample sources and the store with the sample region and
-/// group (configuration an operator already changed is left alone).
+/// Seeds the simulated AWS with sample sources, instances and load balancers, and the store
+/// with the sample region and group (fields an operator changed are kept, except the ARNs of
+/// the simulated load balancers, which are new on every start).
 pub async fn seed(store: &dyn Store, aws: &Arc<SimulatedAws>) -> Result<(), StoreError> {
     aws.create_bucket(DEV_SOURCE_BUCKET);
+    aws.create_bucket(DEV_ARTIFACT_BUCKET);
     for shop in DEV_SAMPLE_SHOPS {
         aws.put_object(DEV_SOURCE_BUCKET, &format!("{shop}.zip"), sample_shop_zip());
     }
+    for _ in 0..2 {
+        aws.add_instance("shops-a");
+        aws.add_instance("shop-proxy");
+    }
+    let nlb = aws.add_load_balancer(LoadBalancerKind::Network, "shops-a");
+    let alb = aws.add_load_balancer(LoadBalancerKind::Application, "shop-proxy");
+    let alb_listener = aws.https_listener_of(&alb).unwrap_or_default();
+
+    // The simulated account starts empty on every run, so its ARNs are written every time.
     let now = now_millis();
-    if store.get_region_config(DEV_REGION).await?.is_none() {
-        store.put_region_config(&dev_region_config(), now).await?;
+    let mut region = dev_region_config_with(&alb_listener);
+    if let Some(stored) = store.get_region_config(DEV_REGION).await? {
+        region = RegionConfig { alb_https_listener_arns: vec![alb_listener], ..stored };
     }
-    let group = dev_instance_group();
-    if store.get_instance_group(&group.name).await?.is_none() {
-        store.put_instance_group(&group, now).await?;
+    store.put_region_config(&region, now).await?;
+    let mut group = dev_instance_group_with(&nlb);
+    if let Some(stored) = store.get_instance_group(&group.name).await? {
+        group = InstanceGroup { nlb_arns: vec![nlb], ..stored };
     }
+    store.put_instance_group(&group, now).await?;
     tracing::info!(
         region = DEV_REGION,
         bucket = DEV_SOURCE_BUCKET,

@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
             let options = AwsOptions {
                 endpoint_url: args.aws_endpoint_url.clone(),
                 max_attempts: args.aws_max_attempts,
+                rate_limit_overrides: args.aws_rate_limits.clone(),
             };
             let cloud = Arc::new(AwsCloud::load(options).await);
             let listener = TcpListener::bind(args.listen)

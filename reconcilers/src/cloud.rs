@@ -209,4 +209,12 @@ impl CallStats {
 /// lazily; the simulated AWS serves every region from one account.
 pub trait CloudProvider: Send + Sync {
     fn object_storage(&self, region: &str) -> Arc<dyn ObjectStorage>;
+    fn builds(&self, region: &str) -> Arc<dyn Builds>;
+    fn deployments(&self, region: &str) -> Arc<dyn Deployments>;
+    fn fleet(&self, region: &str) -> Arc<dyn Fleet>;
+    fn run_command(&self, region: &str) -> Arc<dyn RunCommand>;
+    fn load_balancing(&self, region: &str) -> Arc<dyn LoadBalancing>;
+    fn certificates(&self, region: &str) -> Arc<dyn Certificates>;
+    /// Every call made through this provider, by operation and outcome.
+    fn calls(&self) -> CallStats;
 }

@@ -384,8 +384,8 @@ mod tests {
                 .await
                 .expect("valid");
             assert_eq!(
-                aws.calls().get("s3:GetObject"),
-                Some(&1),
+                aws.call_count("s3:GetObject"),
+                1,
                 "one ranged GET of the tail"
             );
         }

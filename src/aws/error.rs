@@ -1,4 +1,5 @@
-//! Classifies SDK errors into the bounded [`ErrorKind`] the reconcilers act on.
+//! Classifies AWS errors into the bounded [`ErrorKind`] the reconcilers act on: SDK errors of
+//! every service, and the error codes the hand-written EC2 Query client reads from XML.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use reconcilers::cloud::{CloudError, ErrorKind, Quota};
@@ -16,8 +17,23 @@ const THROTTLING_CODES: &[&str] = &[
     "PriorRequestNotComplete",
 ];
 
-/// Maps an error code to a quota, for the codes that mean "a quota is full".
-fn quota_of(code: &str) -> Option<Quota> {
+/// Codes that mean "not found" without saying so in their name.
+const NOT_FOUND_CODES: &[&str] = &["InvalidCommandId"];
+
+/// Codes that mean the request cannot succeed as it is, whatever their name says.
+const INVALID_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "ResourceInUse",
+    "ResourceInUseException",
+    "OperationNotPermitted",
+    "IncompatibleProtocols",
+];
+
+/// Maps an error code to a quota, for the codes that mean "a quota is full". ACM's and
+/// CodeDeploy's generic `LimitExceededException` name their service's main quota.
+fn quota_of(service: &str, code: &str) -> Option<Quota> {
     Some(match code {
         "TooManyListeners" => Quota::ListenersPerLoadBalancer,
         "TooManyTargetGroups" => Quota::TargetGroups,
@@ -25,42 +41,22 @@ fn quota_of(code: &str) -> Option<Quota> {
         "DeploymentLimitExceededException" | "DeploymentLimitExceeded" => {
             Quota::ConcurrentDeployments
         }
+        "LimitExceededException" | "LimitExceeded" if service == "acm" => Quota::Certificates,
         "LimitExceededException"
         | "LimitExceeded"
         | "AccountLimitExceededException"
         | "AccountLimitExceeded" => Quota::Other(code.to_owned()),
+        // TooManyTargets, TooManyLoadBalancers, TooManyTags, TooManyRules and their kin.
+        code if code.starts_with("TooMany") => Quota::Other(code.to_owned()),
         _ => return None,
     })
 }
 
-/// Classifies an error code (and the HTTP status when there is no code).
-pub(crate) fn kind_of(code: Option<&str>, http_status: Option<u16>) -> ErrorKind {
-    match code {
-        Some(code) if THROTTLING_CODES.contains(&code) => return ErrorKind::Throttled,
-        Some(code) => {
-            if let Some(quota) = quota_of(code) {
-                return ErrorKind::QuotaExceeded(quota);
-            }
-            if code.starts_with("NoSuch")
-                || code.ends_with("NotFound")
-                || code.ends_with("NotFoundException")
-            {
-                return ErrorKind::NotFound;
-            }
-            if code.starts_with("Duplicate")
-                || code.ends_with("AlreadyExists")
-                || code.ends_with("AlreadyExistsException")
-            {
-                return ErrorKind::AlreadyExists;
-            }
-            if code.starts_with("Invalid")
-                || code.starts_with("Validation")
-                || code == "AccessDenied"
-            {
-                return ErrorKind::Invalid;
-            }
-        }
-        None => {}
+/// Classifies an error code of an operation (`service:Operation`), falling back to the HTTP
+/// status when there is no code or the code says nothing we know.
+pub(crate) fn kind_of(operation: &str, code: Option<&str>, http_status: Option<u16>) -> ErrorKind {
+    if let Some(kind) = code.and_then(|code| kind_of_code(operation, code)) {
+        return kind;
     }
     match http_status {
         Some(404) => ErrorKind::NotFound,
@@ -71,6 +67,38 @@ pub(crate) fn kind_of(code: Option<&str>, http_status: Option<u16>) -> ErrorKind
     }
 }
 
+fn kind_of_code(operation: &str, code: &str) -> Option<ErrorKind> {
+    let service = operation.split_once(':').map_or("", |(service, _)| service);
+    if THROTTLING_CODES.contains(&code) {
+        return Some(ErrorKind::Throttled);
+    }
+    if let Some(quota) = quota_of(service, code) {
+        return Some(ErrorKind::QuotaExceeded(quota));
+    }
+    // EC2 writes `InvalidInstanceID.NotFound`, CodeDeploy `DeploymentDoesNotExistException`.
+    if NOT_FOUND_CODES.contains(&code)
+        || code.starts_with("NoSuch")
+        || code.ends_with("NotFound")
+        || code.ends_with("NotFoundException")
+        || code.ends_with("DoesNotExistException")
+    {
+        return Some(ErrorKind::NotFound);
+    }
+    if code.starts_with("Duplicate")
+        || code.ends_with("AlreadyExists")
+        || code.ends_with("AlreadyExistsException")
+    {
+        return Some(ErrorKind::AlreadyExists);
+    }
+    if INVALID_CODES.contains(&code)
+        || code.starts_with("Invalid")
+        || code.starts_with("Validation")
+    {
+        return Some(ErrorKind::Invalid);
+    }
+    None
+}
+
 /// Converts any SDK error of an operation.
 pub(crate) fn cloud_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> CloudError
 where
@@ -78,12 +106,15 @@ where
     R: std::fmt::Debug + HttpStatus,
 {
     let kind = match &error {
-        SdkError::ServiceError(service) => {
-            kind_of(service.err().code(), Some(service.raw().http_status()))
-        }
-        // An unparseable response is worth another try unless it clearly said "not found".
+        SdkError::ServiceError(service) => kind_of(
+            operation,
+            service.err().code(),
+            Some(service.raw().http_status()),
+        ),
+        // An unparseable response (moto answers what it does not implement with a 500 and an
+        // HTML page) is worth another try unless it clearly said "not found".
         SdkError::ResponseError(response) => {
-            match kind_of(None, Some(response.raw().http_status())) {
+            match kind_of(operation, None, Some(response.raw().http_status())) {
                 ErrorKind::NotFound => ErrorKind::NotFound,
                 _ => ErrorKind::Transient,
             }
@@ -91,11 +122,37 @@ where
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => ErrorKind::Transient,
         _ => ErrorKind::Other,
     };
-    let message = match error.message() {
-        Some(message) => message.to_owned(),
-        None => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
+    // Without a message, say what we know in one line: the raw response (an emulator's HTML
+    // page, say) belongs in a debug log, not in a status a person reads.
+    let message = match (&error, error.message()) {
+        (_, Some(message)) => message.to_owned(),
+        (SdkError::ServiceError(service), None) => match service.err().code() {
+            Some(code) => code.to_owned(),
+            None => format!(
+                "unparseable response, http status {}",
+                service.raw().http_status()
+            ),
+        },
+        (SdkError::ResponseError(response), None) => {
+            format!(
+                "unparseable response, http status {}",
+                response.raw().http_status()
+            )
+        }
+        (_, None) => aws_smithy_types::error::display::DisplayErrorContext(&error).to_string(),
     };
     CloudError::new(kind, operation, message)
+}
+
+/// The error code of an SDK error, when the service sent one.
+pub(crate) fn code_of<E, R>(error: &SdkError<E, R>) -> Option<&str>
+where
+    E: ProvideErrorMetadata,
+{
+    match error {
+        SdkError::ServiceError(service) => service.err().code(),
+        _ => None,
+    }
 }
 
 /// The HTTP status of a raw response.
@@ -115,43 +172,170 @@ mod tests {
 
     #[test]
     fn codes_map_to_bounded_kinds() {
+        let quota = ErrorKind::QuotaExceeded;
+        let other = |code: &str| ErrorKind::QuotaExceeded(Quota::Other(code.to_owned()));
         let cases = [
-            (Some("SlowDown"), None, ErrorKind::Throttled),
-            (Some("Throttling"), Some(400), ErrorKind::Throttled),
+            ("s3:GetObject", Some("SlowDown"), None, ErrorKind::Throttled),
             (
+                "ec2:DescribeInstances",
+                Some("RequestLimitExceeded"),
+                Some(503),
+                ErrorKind::Throttled,
+            ),
+            ("x:Y", Some("Throttling"), Some(400), ErrorKind::Throttled),
+            (
+                "x:Y",
+                Some("TooManyRequestsException"),
+                Some(400),
+                ErrorKind::Throttled,
+            ),
+            (
+                "elasticloadbalancing:CreateListener",
                 Some("TooManyListeners"),
                 Some(400),
-                ErrorKind::QuotaExceeded(Quota::ListenersPerLoadBalancer),
+                quota(Quota::ListenersPerLoadBalancer),
             ),
             (
+                "x:Y",
                 Some("TooManyTargetGroups"),
                 None,
-                ErrorKind::QuotaExceeded(Quota::TargetGroups),
+                quota(Quota::TargetGroups),
             ),
             (
+                "x:Y",
                 Some("TooManyCertificates"),
                 None,
-                ErrorKind::QuotaExceeded(Quota::CertificatesPerListener),
+                quota(Quota::CertificatesPerListener),
             ),
+            ("x:Y", Some("TooManyTargets"), None, other("TooManyTargets")),
             (
+                "codedeploy:CreateDeployment",
                 Some("DeploymentLimitExceededException"),
                 None,
-                ErrorKind::QuotaExceeded(Quota::ConcurrentDeployments),
+                quota(Quota::ConcurrentDeployments),
             ),
-            (Some("NoSuchKey"), Some(404), ErrorKind::NotFound),
-            (Some("TargetGroupNotFound"), Some(400), ErrorKind::NotFound),
             (
+                "x:Y",
+                Some("DeploymentLimitExceeded"),
+                None,
+                quota(Quota::ConcurrentDeployments),
+            ),
+            (
+                "acm:ImportCertificate",
+                Some("LimitExceededException"),
+                Some(400),
+                quota(Quota::Certificates),
+            ),
+            (
+                "ssm:SendCommand",
+                Some("LimitExceeded"),
+                None,
+                other("LimitExceeded"),
+            ),
+            (
+                "codebuild:StartBuild",
+                Some("AccountLimitExceededException"),
+                None,
+                other("AccountLimitExceededException"),
+            ),
+            (
+                "x:Y",
+                Some("AccountLimitExceeded"),
+                None,
+                other("AccountLimitExceeded"),
+            ),
+            (
+                "s3:GetObject",
+                Some("NoSuchKey"),
+                Some(404),
+                ErrorKind::NotFound,
+            ),
+            (
+                "x:Y",
+                Some("TargetGroupNotFound"),
+                Some(400),
+                ErrorKind::NotFound,
+            ),
+            (
+                "x:Y",
+                Some("ResourceNotFoundException"),
+                Some(400),
+                ErrorKind::NotFound,
+            ),
+            (
+                "x:Y",
+                Some("InvalidInstanceID.NotFound"),
+                Some(400),
+                ErrorKind::NotFound,
+            ),
+            (
+                "x:Y",
+                Some("DeploymentDoesNotExistException"),
+                Some(400),
+                ErrorKind::NotFound,
+            ),
+            (
+                "ssm:ListCommandInvocations",
+                Some("InvalidCommandId"),
+                None,
+                ErrorKind::NotFound,
+            ),
+            (
+                "x:Y",
                 Some("DuplicateTargetGroupName"),
                 Some(400),
                 ErrorKind::AlreadyExists,
             ),
-            (Some("InvalidRange"), Some(416), ErrorKind::Invalid),
-            (None, Some(404), ErrorKind::NotFound),
-            (None, Some(503), ErrorKind::Transient),
-            (Some("Weird"), Some(400), ErrorKind::Other),
+            (
+                "x:Y",
+                Some("DuplicateListener"),
+                Some(400),
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                "x:Y",
+                Some("DuplicateLoadBalancerName"),
+                Some(400),
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                "x:Y",
+                Some("ResourceAlreadyExistsException"),
+                None,
+                ErrorKind::AlreadyExists,
+            ),
+            ("x:Y", Some("ResourceInUse"), Some(400), ErrorKind::Invalid),
+            (
+                "acm:DeleteCertificate",
+                Some("ResourceInUseException"),
+                None,
+                ErrorKind::Invalid,
+            ),
+            ("x:Y", Some("InvalidRange"), Some(416), ErrorKind::Invalid),
+            (
+                "x:Y",
+                Some("ValidationError"),
+                Some(400),
+                ErrorKind::Invalid,
+            ),
+            ("x:Y", None, Some(404), ErrorKind::NotFound),
+            ("x:Y", None, Some(503), ErrorKind::Transient),
+            ("x:Y", None, Some(500), ErrorKind::Transient),
+            (
+                "x:Y",
+                Some("InternalFailure"),
+                Some(500),
+                ErrorKind::Transient,
+            ),
+            ("x:Y", Some("Weird"), Some(400), ErrorKind::Other),
+            ("x:Y", None, None, ErrorKind::Other),
         ];
-        for (code, status, expected) in cases {
-            assert_eq!(kind_of(code, status), expected, "{code:?} {status:?}");
+        for (operation, code, status, expected) in cases {
+            assert_eq!(
+                kind_of(operation, code, status),
+                expected,
+                "{operation} {code:?} {status:?}"
+            );
         }
     }
 }

@@ -1,19 +1,22 @@
 //! [`ObjectStorage`] over S3: HEAD, ListObjectVersions and ranged GETs of source zips.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use reconcilers::cloud::{CloudError, ErrorKind, ObjectHead, ObjectStorage};
 
-use super::error::cloud_error;
+use super::calls::Calls;
 
 /// The S3 client of one region.
 pub struct S3Storage {
     client: aws_sdk_s3::Client,
+    calls: Arc<Calls>,
 }
 
 impl S3Storage {
-    pub fn new(client: aws_sdk_s3::Client) -> Self {
-        Self { client }
+    pub(crate) fn new(client: aws_sdk_s3::Client, calls: Arc<Calls>) -> Self {
+        Self { client, calls }
     }
 }
 
@@ -31,15 +34,14 @@ impl ObjectStorage for S3Storage {
         key: &str,
         version: Option<&str>,
     ) -> Result<ObjectHead, CloudError> {
-        let output = self
+        let call = self
             .client
             .head_object()
             .bucket(bucket)
             .key(key)
             .set_version_id(version.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| cloud_error("s3:HeadObject", e))?;
+            .send();
+        let output = self.calls.run("s3:HeadObject", call).await?;
         Ok(ObjectHead {
             size: u64::try_from(output.content_length().unwrap_or(0)).unwrap_or(0),
             version_id: version_or_null(output.version_id().or(version)),
@@ -50,16 +52,15 @@ impl ObjectStorage for S3Storage {
         let mut key_marker = None;
         let mut version_marker = None;
         loop {
-            let page = self
+            let call = self
                 .client
                 .list_object_versions()
                 .bucket(bucket)
                 .prefix(key)
                 .set_key_marker(key_marker.take())
                 .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| cloud_error("s3:ListObjectVersions", e))?;
+                .send();
+            let page = self.calls.run("s3:ListObjectVersions", call).await?;
             // A delete marker on top means the key has no live version.
             let deleted = page
                 .delete_markers()
@@ -100,16 +101,15 @@ impl ObjectStorage for S3Storage {
             return Ok(Bytes::new());
         }
         let end = start.saturating_add(len) - 1;
-        let output = self
+        let call = self
             .client
             .get_object()
             .bucket(bucket)
             .key(key)
             .version_id(version)
             .range(format!("bytes={start}-{end}"))
-            .send()
-            .await
-            .map_err(|e| cloud_error("s3:GetObject", e))?;
+            .send();
+        let output = self.calls.run("s3:GetObject", call).await?;
         let body = output.body.collect().await.map_err(|e| {
             CloudError::new(
                 ErrorKind::Transient,

@@ -9,6 +9,7 @@
 mod admin;
 mod api;
 mod auth;
+mod contract;
 mod moto_s3;
 mod shopctl;
 mod store;

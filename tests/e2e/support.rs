@@ -135,6 +135,7 @@ pub async fn moto_cloud() -> Arc<AwsCloud> {
     let options = AwsOptions {
         endpoint_url: Some(moto_url().to_owned()),
         max_attempts: 1,
+        ..Default::default()
     };
     Arc::new(AwsCloud::load(options).await)
 }

@@ -34,8 +34,9 @@ pub struct CertificateSummary {
 #[async_trait]
 pub trait Certificates: Send + Sync {
     /// Imports a new certificate (`existing_arn` = None) or re-imports into an existing ARN, so
-    /// listeners using it pick up the renewal. ACM drops tags on re-import; callers add them
-    /// back with [`Certificates::add_tags`].
+    /// listeners using it pick up the renewal. ACM refuses tags on a re-import (`tags` must be
+    /// empty then) and keeps the ones it had; emulators that drop them are healed by calling
+    /// [`Certificates::add_tags`] after every re-import.
     async fn import_certificate(
         &self,
         material: &CertificateMaterial,
