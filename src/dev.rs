@@ -107,12 +107,18 @@ pub async fn seed(store: &dyn Store, aws: &Arc<SimulatedAws>) -> Result<(), Stor
     let now = now_millis();
     let mut region = dev_region_config_with(&alb_listener);
     if let Some(stored) = store.get_region_config(DEV_REGION).await? {
-        region = RegionConfig { alb_https_listener_arns: vec![alb_listener], ..stored };
+        region = RegionConfig {
+            alb_https_listener_arns: vec![alb_listener],
+            ..stored
+        };
     }
     store.put_region_config(&region, now).await?;
     let mut group = dev_instance_group_with(&nlb);
     if let Some(stored) = store.get_instance_group(&group.name).await? {
-        group = InstanceGroup { nlb_arns: vec![nlb], ..stored };
+        group = InstanceGroup {
+            nlb_arns: vec![nlb],
+            ..stored
+        };
     }
     store.put_instance_group(&group, now).await?;
     tracing::info!(

@@ -6,6 +6,7 @@
     reason = "helpers are shared between the modules of one binary"
 )]
 
+mod adapter_errors;
 mod admin;
 mod api;
 mod auth;
