@@ -23,6 +23,7 @@ mod codedeploy;
 mod ec2;
 mod elbv2;
 mod error;
+mod retry;
 mod s3;
 mod ssm;
 
@@ -121,6 +122,7 @@ impl AwsCloud {
         let storage = clients.storage.get_or_init(|| {
             let config = aws_sdk_s3::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
+                .retry_classifier(retry::QuotaIsFinal)
                 .force_path_style(self.options.endpoint_url.is_some())
                 .build();
             let client = aws_sdk_s3::Client::from_conf(config);
@@ -180,6 +182,7 @@ impl CloudProvider for AwsCloud {
         let builds = clients.builds.get_or_init(|| {
             let config = aws_sdk_codebuild::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
+                .retry_classifier(retry::QuotaIsFinal)
                 .build();
             let client = aws_sdk_codebuild::Client::from_conf(config);
             Arc::new(CodeBuildBuilds::new(client, clients.calls.clone()))
@@ -193,6 +196,7 @@ impl CloudProvider for AwsCloud {
         let deployments = clients.deployments.get_or_init(|| {
             let config = aws_sdk_codedeploy::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
+                .retry_classifier(retry::QuotaIsFinal)
                 .build();
             let client = aws_sdk_codedeploy::Client::from_conf(config);
             Arc::new(CodeDeployDeployments::new(client, clients.calls.clone()))
@@ -211,6 +215,7 @@ impl CloudProvider for AwsCloud {
         let run_command = clients.run_command.get_or_init(|| {
             let config = aws_sdk_ssm::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
+                .retry_classifier(retry::QuotaIsFinal)
                 .build();
             let client = aws_sdk_ssm::Client::from_conf(config);
             Arc::new(SsmRunCommand::new(client, clients.calls.clone()))
@@ -224,6 +229,7 @@ impl CloudProvider for AwsCloud {
         let load_balancing = clients.load_balancing.get_or_init(|| {
             let config = aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
+                .retry_classifier(retry::QuotaIsFinal)
                 .build();
             let client = aws_sdk_elasticloadbalancingv2::Client::from_conf(config);
             Arc::new(ElbLoadBalancing::new(client, clients.calls.clone()))
@@ -237,6 +243,7 @@ impl CloudProvider for AwsCloud {
         let certificates = clients.certificates.get_or_init(|| {
             let config = aws_sdk_acm::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
+                .retry_classifier(retry::QuotaIsFinal)
                 .build();
             let client = aws_sdk_acm::Client::from_conf(config);
             Arc::new(AcmCertificates::new(client, clients.calls.clone()))

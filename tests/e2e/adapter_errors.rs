@@ -3,6 +3,7 @@
 //! made to), and the adapters must turn them into the bounded kinds.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use reconcilers::cloud::{
     CertificateMaterial, CloudProvider, DeploymentRequest, ErrorKind, ListenerSpec, Quota, Revision,
@@ -11,14 +12,27 @@ use shop_controller::aws::{AwsCloud, AwsOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Serves `response` (a whole HTTP response without Content-Length) to every request.
+/// Serves the same response to every request.
 async fn canned(status: &'static str, headers: &'static str, body: &'static str) -> String {
+    counted(status, headers, body).await.0
+}
+
+/// Like [`canned`], also counting the requests served.
+async fn counted(
+    status: &'static str,
+    headers: &'static str,
+    body: &'static str,
+) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
+    let requests = Arc::new(AtomicUsize::new(0));
+    let served = requests.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let served = served.clone();
             tokio::spawn(async move {
                 read_request(&mut socket).await;
+                served.fetch_add(1, Ordering::SeqCst);
                 let response = format!(
                     "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -27,7 +41,7 @@ async fn canned(status: &'static str, headers: &'static str, body: &'static str)
             });
         }
     });
-    format!("http://{address}")
+    (format!("http://{address}"), requests)
 }
 
 /// Reads one request: headers, then as many body bytes as Content-Length says.
@@ -61,9 +75,13 @@ async fn read_request(socket: &mut tokio::net::TcpStream) {
 }
 
 async fn cloud(endpoint: String) -> Arc<AwsCloud> {
+    cloud_with_attempts(endpoint, 1).await
+}
+
+async fn cloud_with_attempts(endpoint: String, max_attempts: u32) -> Arc<AwsCloud> {
     let options = AwsOptions {
         endpoint_url: Some(endpoint),
-        max_attempts: 1,
+        max_attempts,
         ..Default::default()
     };
     Arc::new(AwsCloud::load(options).await)
@@ -199,4 +217,47 @@ async fn an_html_server_error_is_transient() {
         .invocations("4b1f")
         .await;
     assert_eq!(error.expect_err("500").kind, ErrorKind::Transient);
+}
+
+#[tokio::test]
+async fn the_sdk_retries_throttling_but_never_a_full_quota() {
+    let json = "Content-Type: application/x-amz-json-1.1\r\n";
+    let (quota, quota_requests) = counted(
+        "400 Bad Request",
+        json,
+        r#"{"__type":"LimitExceededException","message":"full"}"#,
+    )
+    .await;
+    let error = cloud_with_attempts(quota, 3)
+        .await
+        .certificates("us-east-1")
+        .list_certificates()
+        .await;
+    assert_eq!(
+        error.expect_err("full").kind,
+        ErrorKind::QuotaExceeded(Quota::Certificates)
+    );
+    assert_eq!(
+        quota_requests.load(Ordering::SeqCst),
+        1,
+        "a full quota was retried"
+    );
+
+    let (throttled, throttled_requests) = counted(
+        "400 Bad Request",
+        json,
+        r#"{"__type":"ThrottlingException","message":"slow"}"#,
+    )
+    .await;
+    let error = cloud_with_attempts(throttled, 3)
+        .await
+        .certificates("us-east-1")
+        .list_certificates()
+        .await;
+    assert_eq!(error.expect_err("throttled").kind, ErrorKind::Throttled);
+    assert_eq!(
+        throttled_requests.load(Ordering::SeqCst),
+        3,
+        "throttling is retried by the sdk"
+    );
 }
