@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::placement::Placed;
 use reconcilers::spec::{ShopRecord, ShopSpec};
 use reconcilers::status::ResourceStatus;
 use tokio::sync::broadcast;
@@ -140,6 +141,15 @@ pub trait Store: Send + Sync + 'static {
         generation: i64,
         now: i64,
     ) -> Result<()>;
+
+    /// Placements of every shop on the groups of a region.
+    async fn region_placements(&self, region: &str) -> Result<Vec<Placed>>;
+    /// Records where a shop runs. A shop already placed keeps its placement (returned as it
+    /// is); a port taken on the NLB or the group in the meantime is a conflict, and the caller
+    /// chooses again.
+    async fn place_shop(&self, shop_domain: &str, placement: &Placed, now: i64) -> Result<Placed>;
+    /// Frees a shop's port (after its teardown); false when it had none.
+    async fn release_placement(&self, shop_domain: &str) -> Result<bool>;
 
     /// Shop domains whose spec or status changed, as they change in this process.
     fn subscribe(&self) -> broadcast::Receiver<String>;

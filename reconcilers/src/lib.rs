@@ -6,6 +6,7 @@
 pub mod cloud;
 pub mod config;
 pub mod hostname;
+pub mod placement;
 pub mod sim;
 pub mod source;
 pub mod spec;

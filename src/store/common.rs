@@ -219,6 +219,7 @@ macro_rules! impl_store {
         mod shared {
             use async_trait::async_trait;
             use reconcilers::config::{InstanceGroup, RegionConfig};
+            use reconcilers::placement::Placed;
             use reconcilers::spec::{ShopRecord, ShopSpec};
             use reconcilers::status::ResourceStatus;
             use sqlx::Row;
@@ -283,6 +284,16 @@ macro_rules! impl_store {
                     updated_at: row.try_get(9).map_err(get)?,
                 }
                 .into_record()
+            }
+
+            fn placed_from_row(row: &DbRow) -> Result<Placed> {
+                let get = |e| StoreError::Database { operation: "decode placement", source: e };
+                let port: i32 = row.try_get(2).map_err(get)?;
+                Ok(Placed {
+                    instance_group: row.try_get(0).map_err(get)?,
+                    nlb_arn: row.try_get(1).map_err(get)?,
+                    port: u16::try_from(port).map_err(|e| corrupt("placement", e))?,
+                })
             }
 
             fn status_from_row(row: &DbRow) -> Result<(String, ResourceStatus)> {
@@ -816,6 +827,63 @@ macro_rules! impl_store {
                     .map_err(|e| write_error("upsert shop status", e, "shop is gone"))?;
                     self.notify(shop_domain);
                     Ok(())
+                }
+
+                async fn region_placements(&self, region: &str) -> Result<Vec<Placed>> {
+                    let rows = sqlx::query(
+                        "SELECT p.instance_group, p.nlb_arn, p.port FROM placements p \
+                         JOIN ec2_instance_groups g ON g.name = p.instance_group \
+                         WHERE g.region = $1 ORDER BY p.instance_group, p.port",
+                    )
+                    .bind(region)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list placements"))?;
+                    rows.iter().map(placed_from_row).collect()
+                }
+
+                async fn place_shop(&self, shop_domain: &str, placement: &Placed, now: i64) -> Result<Placed> {
+                    let inserted = sqlx::query(
+                        "INSERT INTO placements (shop_domain, instance_group, nlb_arn, port, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (shop_domain) DO NOTHING \
+                         RETURNING instance_group, nlb_arn, port",
+                    )
+                    .bind(shop_domain)
+                    .bind(&placement.instance_group)
+                    .bind(&placement.nlb_arn)
+                    .bind(i32::from(placement.port))
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        let message = format!(
+                            "port {} is taken on {} or group {}",
+                            placement.port, placement.nlb_arn, placement.instance_group
+                        );
+                        write_error("insert placement", e, &message)
+                    })?;
+                    if let Some(row) = inserted {
+                        self.notify(shop_domain);
+                        return placed_from_row(&row);
+                    }
+                    let existing = sqlx::query(
+                        "SELECT instance_group, nlb_arn, port FROM placements WHERE shop_domain = $1",
+                    )
+                    .bind(shop_domain)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("select placement"))?;
+                    placed_from_row(&existing)
+                }
+
+                async fn release_placement(&self, shop_domain: &str) -> Result<bool> {
+                    let result = sqlx::query("DELETE FROM placements WHERE shop_domain = $1")
+                        .bind(shop_domain)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete placement"))?;
+                    self.notify(shop_domain);
+                    Ok(result.rows_affected() > 0)
                 }
 
                 fn subscribe(&self) -> broadcast::Receiver<String> {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use reconcilers::Hostname;
+use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use shop_controller::dev::{dev_instance_group, dev_region_config};
@@ -423,6 +424,125 @@ async fn changes_are_announced(store: TestStore) {
     );
 }
 
+async fn placements_never_share_a_port(store: TestStore) {
+    let store = configured(&store).await;
+    for shop in ["a", "b", "c", "d"] {
+        store
+            .deploy_shop(&spec(&format!("{shop}.es-hs.com"), "v1"), 1)
+            .await
+            .expect("deploy");
+    }
+    let nlb = dev_instance_group().nlb_arns[0].clone();
+    let first = Placed {
+        instance_group: "shops-a".to_owned(),
+        nlb_arn: nlb.clone(),
+        port: 20000,
+    };
+    assert_eq!(
+        store
+            .place_shop("a.es-hs.com", &first, 1)
+            .await
+            .expect("place"),
+        first
+    );
+    let elsewhere = Placed {
+        port: 20001,
+        ..first.clone()
+    };
+    let again = store
+        .place_shop("a.es-hs.com", &elsewhere, 2)
+        .await
+        .expect("stable");
+    assert_eq!(again, first, "a placed shop keeps its placement");
+
+    let same_port = store
+        .place_shop("b.es-hs.com", &first, 3)
+        .await
+        .expect_err("taken");
+    assert!(
+        matches!(same_port, StoreError::Conflict(_)),
+        "{same_port:?}"
+    );
+    let mut other_group = dev_instance_group();
+    other_group.name = "shops-b".to_owned();
+    store
+        .put_instance_group(&other_group, 4)
+        .await
+        .expect("second group on the same nlb");
+    let via_other_group = Placed {
+        instance_group: "shops-b".to_owned(),
+        ..first.clone()
+    };
+    let error = store
+        .place_shop("b.es-hs.com", &via_other_group, 5)
+        .await
+        .expect_err("nlb port");
+    assert!(matches!(error, StoreError::Conflict(_)));
+    let via_other_nlb = Placed {
+        nlb_arn: format!("{nlb}-2"),
+        ..first.clone()
+    };
+    let error = store
+        .place_shop("b.es-hs.com", &via_other_nlb, 6)
+        .await
+        .expect_err("group port");
+    assert!(matches!(error, StoreError::Conflict(_)));
+
+    let racers: Vec<_> = ["b", "c"]
+        .into_iter()
+        .map(|shop| {
+            let store = store.clone();
+            let wanted = Placed {
+                port: 20005,
+                ..first.clone()
+            };
+            tokio::spawn(async move {
+                store
+                    .place_shop(&format!("{shop}.es-hs.com"), &wanted, 7)
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        if racer.await.expect("join").is_ok() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "two writers got one port");
+
+    assert_eq!(
+        store
+            .region_placements("eu-west-1")
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+    let in_use = store
+        .delete_instance_group("shops-a")
+        .await
+        .expect_err("runs shops");
+    assert!(matches!(in_use, StoreError::Conflict(_)));
+    assert!(
+        store
+            .release_placement("a.es-hs.com")
+            .await
+            .expect("release")
+    );
+    assert!(
+        !store
+            .release_placement("a.es-hs.com")
+            .await
+            .expect("already free")
+    );
+    let freed = store
+        .place_shop("d.es-hs.com", &first, 8)
+        .await
+        .expect("released port");
+    assert_eq!(freed, first);
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -453,6 +573,7 @@ store_suite!(
     pages_filters_and_status,
     configuration_in_use_cannot_be_deleted,
     changes_are_announced,
+    placements_never_share_a_port,
 );
 
 #[tokio::test]
