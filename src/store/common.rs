@@ -213,7 +213,9 @@ pub(super) fn write_error(
 }
 
 /// Expands the shared [`Store`](super::Store) implementation for one backend. The type must
-/// have `pool: sqlx::Pool<$db>` and `changes: broadcast::Sender<String>` fields.
+/// have `pool: sqlx::Pool<$db>` and `changes: broadcast::Sender<String>` fields and an
+/// `async fn announce(&self, shop: &str)` telling subscribers (of every replica the backend
+/// can reach) that a shop changed.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         mod shared {
@@ -396,11 +398,6 @@ macro_rules! impl_store {
             }
 
             impl $store {
-                fn notify(&self, shop: &str) {
-                    // No subscriber is fine: nobody is watching.
-                    let _ = self.changes.send(shop.to_owned());
-                }
-
                 async fn custom_domain_owner(&self, domain: &str) -> Result<Option<String>> {
                     sqlx::query_scalar("SELECT shop_domain FROM shops WHERE custom_domain = $1")
                         .bind(domain)
@@ -655,7 +652,7 @@ macro_rules! impl_store {
                         match self.try_deploy(spec, now).await {
                             Ok(Some(outcome)) => {
                                 if outcome.changed {
-                                    self.notify(spec.shop_domain.as_str());
+                                    self.announce(spec.shop_domain.as_str()).await;
                                 }
                                 return Ok(outcome);
                             }
@@ -701,7 +698,7 @@ macro_rules! impl_store {
                     insert_event(&mut tx, shop_domain, now, record.generation, "RestartRequested", &message)
                         .await?;
                     tx.commit().await.map_err(db("commit restart"))?;
-                    self.notify(shop_domain);
+                    self.announce(shop_domain).await;
                     Ok(record)
                 }
 
@@ -727,7 +724,7 @@ macro_rules! impl_store {
                     insert_event(&mut tx, shop_domain, now, record.generation, "DeletionRequested", "")
                         .await?;
                     tx.commit().await.map_err(db("commit delete"))?;
-                    self.notify(shop_domain);
+                    self.announce(shop_domain).await;
                     Ok(record)
                 }
 
@@ -801,7 +798,7 @@ macro_rules! impl_store {
                         .execute(&self.pool)
                         .await
                         .map_err(|e| write_error("upsert resource status", e, "shop is gone"))?;
-                    self.notify(shop_domain);
+                    self.announce(shop_domain).await;
                     Ok(())
                 }
 
@@ -825,7 +822,7 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .map_err(|e| write_error("upsert shop status", e, "shop is gone"))?;
-                    self.notify(shop_domain);
+                    self.announce(shop_domain).await;
                     Ok(())
                 }
 
@@ -863,7 +860,7 @@ macro_rules! impl_store {
                         write_error("insert placement", e, &message)
                     })?;
                     if let Some(row) = inserted {
-                        self.notify(shop_domain);
+                        self.announce(shop_domain).await;
                         return placed_from_row(&row);
                     }
                     let existing = sqlx::query(
@@ -882,7 +879,7 @@ macro_rules! impl_store {
                         .execute(&self.pool)
                         .await
                         .map_err(db("delete placement"))?;
-                    self.notify(shop_domain);
+                    self.announce(shop_domain).await;
                     Ok(result.rows_affected() > 0)
                 }
 

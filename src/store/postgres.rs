@@ -1,8 +1,10 @@
-//! The PostgreSQL backend, for production and several replicas sharing one database.
+//! The PostgreSQL backend, for production and several replicas sharing one database. Changes
+//! are announced with `NOTIFY`, so every replica's watchers and loops wake on any replica's
+//! write.
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 use tokio::sync::broadcast;
 
@@ -10,10 +12,14 @@ use super::{Result, StoreError, common::impl_store};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The channel replicas announce shop changes on; the payload is the shop domain.
+const CHANNEL: &str = "shop_changes";
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool<Postgres>,
     changes: broadcast::Sender<String>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl PostgresStore {
@@ -30,9 +36,62 @@ impl PostgresStore {
                 source,
             })?;
         MIGRATOR.run(&pool).await.map_err(StoreError::Migrate)?;
-        // TODO(#4): LISTEN/NOTIFY so that other replicas wake on spec writes too.
         let (changes, _) = broadcast::channel(1024);
-        Ok(Self { pool, changes })
+        let mut listener =
+            PgListener::connect_with(&pool)
+                .await
+                .map_err(|source| StoreError::Open {
+                    url: redact(url),
+                    source,
+                })?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .map_err(|source| StoreError::Database {
+                operation: "listen for shop changes",
+                source,
+            })?;
+        let listener = tokio::spawn(forward_notifications(listener, changes.clone()));
+        Ok(Self {
+            pool,
+            changes,
+            listener,
+        })
+    }
+
+    /// Tells every replica, this one included, through `NOTIFY`. Sent after the write commits;
+    /// a notification lost to a crash in between is made up for by the periodic resync.
+    async fn announce(&self, shop: &str) {
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(shop)
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(shop, %error, "could not announce a shop change; resync will find it");
+        }
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Forwards `NOTIFY`s of every replica to this process's subscribers. `PgListener` reconnects
+/// by itself; notifications sent while it was away are lost, which resyncs cover.
+async fn forward_notifications(mut listener: PgListener, changes: broadcast::Sender<String>) {
+    loop {
+        match listener.recv().await {
+            Ok(notification) => {
+                let _ = changes.send(notification.payload().to_owned());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "lost the notification connection; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 

@@ -53,4 +53,12 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One process owns a SQLite file, so the in-process channel reaches every subscriber.
+    async fn announce(&self, shop: &str) {
+        // No subscriber is fine: nobody is watching.
+        let _ = self.changes.send(shop.to_owned());
+    }
+}
+
 impl_store!(super::SqliteStore, sqlx::Sqlite);

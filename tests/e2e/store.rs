@@ -603,3 +603,40 @@ async fn a_committed_spec_survives_reopening_the_file() {
         .expect("kept");
     assert_eq!(view.record.spec.source_version.as_str(), "v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_replica_wakes_the_others() {
+    let url = crate::support::fresh_postgres_database().await;
+    let first = shop_controller::store::PostgresStore::connect(&url)
+        .await
+        .expect("first replica");
+    let second = shop_controller::store::PostgresStore::connect(&url)
+        .await
+        .expect("second replica");
+    let mut on_first = first.subscribe();
+    let mut on_second = second.subscribe();
+
+    first
+        .put_region_config(&dev_region_config(), 1)
+        .await
+        .expect("region");
+    first
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 1)
+        .await
+        .expect("deploy");
+
+    let wait = std::time::Duration::from_secs(5);
+    let seen = tokio::time::timeout(wait, on_second.recv())
+        .await
+        .expect("in time");
+    assert_eq!(seen.expect("change"), "a.es-hs.com");
+    let own = tokio::time::timeout(wait, on_first.recv())
+        .await
+        .expect("in time");
+    assert_eq!(own.expect("change"), "a.es-hs.com");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        on_first.try_recv().is_err(),
+        "the writer heard its change twice"
+    );
+}
