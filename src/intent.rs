@@ -7,6 +7,7 @@ use std::sync::Arc;
 use reconcilers::Hostname;
 use reconcilers::cloud::{CloudProvider, ErrorKind};
 use reconcilers::config::RegionConfig;
+use reconcilers::nginx::MAX_FILE_SHOP_DOMAIN_LEN;
 use reconcilers::source::{SourceError, check_source_zip};
 use reconcilers::spec::{
     BucketName, RegionName, ShopRecord, ShopSpec, SourceVersion, check_custom_domain,
@@ -81,6 +82,14 @@ impl Intents {
             .map(|d| parse_hostname("custom_domain", &d).map_err(invalid))
             .transpose()?;
 
+        // The shop domain names its nginx file, and a file name holds 255 bytes.
+        if shop_domain.as_str().len() > MAX_FILE_SHOP_DOMAIN_LEN {
+            return Err(invalid(format!(
+                "shop_domain is {} characters; a shop domain names files, so the limit is \
+                 {MAX_FILE_SHOP_DOMAIN_LEN}",
+                shop_domain.as_str().len()
+            )));
+        }
         let config = self.enabled_region(&region).await?;
         check_shop_domain(&shop_domain, &config.allowed_parent_domains).map_err(invalid)?;
         if let Some(custom) = &custom_domain {

@@ -6,5 +6,7 @@ pub mod config;
 pub mod dev;
 pub mod grpc;
 pub mod intent;
+pub mod nginx;
+pub mod runtime;
 pub mod server;
 pub mod store;

@@ -6,10 +6,15 @@
 pub mod cloud;
 pub mod config;
 pub mod hostname;
+pub mod listener;
+pub mod names;
+pub mod nginx;
 pub mod placement;
+pub mod shell;
 pub mod sim;
 pub mod source;
 pub mod spec;
 pub mod status;
+pub mod target_group;
 
 pub use hostname::{Hostname, HostnameError};

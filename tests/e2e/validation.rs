@@ -24,6 +24,7 @@ fn with(shop: &str, change: impl FnOnce(&mut DeployShopRequest)) -> DeployShopRe
 fn cases() -> Vec<Case> {
     let long = format!("{}.es-hs.com", "a".repeat(290));
     let long_label = format!("{}.es-hs.com", "b".repeat(64));
+    let file_name_long = format!("{}.es-hs.com", vec!["c".repeat(60); 4].join("."));
     let invalid = Code::InvalidArgument;
     let precondition = Code::FailedPrecondition;
     vec![
@@ -80,6 +81,12 @@ fn cases() -> Vec<Case> {
             request: request(&long),
             code: invalid,
             message: "the limit is 253",
+        },
+        Case {
+            name: "too long for a file name",
+            request: request(&file_name_long),
+            code: invalid,
+            message: "a shop domain names files, so the limit is 240",
         },
         Case {
             name: "64-character label",

@@ -104,7 +104,7 @@ pub(super) async fn targets_register_and_report_health(backend: Backend) {
         .create_target_group(&target_group(&backend, &name, 20002))
         .await
         .expect("create");
-    let targets: Vec<Target> = backend
+    let mut targets: Vec<Target> = backend
         .instance_ids
         .iter()
         .map(|id| Target {
@@ -112,6 +112,7 @@ pub(super) async fn targets_register_and_report_health(backend: Backend) {
             port: 20002,
         })
         .collect();
+    targets.sort();
     lb.register_targets(&group.arn, &targets)
         .await
         .expect("register");
