@@ -21,7 +21,7 @@ pub use deployments::{Deployment, DeploymentRequest, DeploymentStatus, Deploymen
 pub use fleet::{Fleet, Instance};
 pub use load_balancing::{
     HealthCheck, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Target, TargetGroup,
-    TargetGroupSpec, TargetHealth,
+    TargetGroupSpec, TargetHealth, tags_of,
 };
 pub use run_command::{CommandRequest, CommandTarget, Invocation, InvocationStatus, RunCommand};
 pub use storage::{ObjectHead, ObjectStorage};

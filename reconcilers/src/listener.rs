@@ -3,7 +3,7 @@
 //!
 //! TODO(#4): wire into the runtime (the per-NLB listing shared by every shop of a resync).
 
-use crate::cloud::{CloudError, Listener, ListenerSpec, LoadBalancing, Owner, Tag};
+use crate::cloud::{CloudError, Listener, ListenerSpec, LoadBalancing, Owner, Tag, tags_of};
 
 /// What AWS has on the shop's port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,13 +78,7 @@ pub async fn observe(
     let Some(listener) = listeners.iter().find(|l| l.port == desired.port) else {
         return Ok(None);
     };
-    let tags = load_balancing
-        .describe_tags(std::slice::from_ref(&listener.arn))
-        .await?
-        .into_iter()
-        .next()
-        .map(|(_, tags)| tags)
-        .unwrap_or_default();
+    let tags = tags_of(load_balancing, &listener.arn).await?;
     Ok(Some(Observed {
         listener: listener.clone(),
         tags,

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use crate::cloud::{
     CloudError, HealthCheck, Instance, LoadBalancing, Owner, Tag, Target, TargetGroup,
-    TargetGroupSpec,
+    TargetGroupSpec, tags_of,
 };
 use crate::hostname::Hostname;
 use crate::names::target_group_name;
@@ -133,13 +133,7 @@ pub async fn observe(
     let Some(group) = known.iter().find(|g| g.name == desired.spec.name) else {
         return Ok(None);
     };
-    let tags = load_balancing
-        .describe_tags(std::slice::from_ref(&group.arn))
-        .await?
-        .into_iter()
-        .next()
-        .map(|(_, tags)| tags)
-        .unwrap_or_default();
+    let tags = tags_of(load_balancing, &group.arn).await?;
     let targets = load_balancing
         .describe_target_health(&group.arn)
         .await?

@@ -159,3 +159,16 @@ pub trait LoadBalancing: Send + Sync {
 
     async fn add_tags(&self, arn: &str, tags: &[Tag]) -> Result<(), CloudError>;
 }
+
+/// The tags of one resource (an empty list when it has none).
+pub async fn tags_of(
+    load_balancing: &dyn LoadBalancing,
+    arn: &str,
+) -> Result<Vec<Tag>, CloudError> {
+    let described = load_balancing.describe_tags(&[arn.to_owned()]).await?;
+    Ok(described
+        .into_iter()
+        .next()
+        .map(|(_, tags)| tags)
+        .unwrap_or_default())
+}
