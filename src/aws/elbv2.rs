@@ -1,26 +1,30 @@
 //! [`LoadBalancing`] over Elastic Load Balancing v2: the shops' NLB target groups and
 //! listeners and the proxy ALB's listener certificates. Reads go by batches of ARNs and follow
-//! `NextMarker` to the last page, so a resync costs a few calls per load balancer.
+//! `NextMarker` to the last page, so a resync costs a few calls per load balancer. Converting
+//! between SDK types and ours lives in `convert`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, Certificate, ProtocolEnum, TargetDescription, TargetTypeEnum,
+    Action, ActionTypeEnum, Certificate, ProtocolEnum, TargetTypeEnum,
 };
 use reconcilers::cloud::{
-    CloudError, ErrorKind, HealthCheck, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Tag,
-    Target, TargetGroup, TargetGroupSpec, TargetHealth,
+    CloudError, ErrorKind, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Tag, Target,
+    TargetGroup, TargetGroupSpec, TargetHealth,
 };
 
 use super::calls::{Calls, all_pages};
+use convert::{
+    elb_tags, listener_of, load_balancer_of, tag_of, target_descriptions, target_group_of,
+    target_health_of, to_i32,
+};
+
+mod convert;
 
 /// Describe calls take at most 20 ARNs.
 const ARN_BATCH: usize = 20;
-
-type SdkTargetGroup = aws_sdk_elasticloadbalancingv2::types::TargetGroup;
-type SdkListener = aws_sdk_elasticloadbalancingv2::types::Listener;
 
 /// The Elastic Load Balancing v2 client of one region.
 pub struct ElbLoadBalancing {
@@ -72,20 +76,7 @@ impl LoadBalancing for ElbLoadBalancing {
                     .calls
                     .run("elasticloadbalancing:DescribeLoadBalancers", call)
                     .await?;
-                let items = page
-                    .load_balancers()
-                    .iter()
-                    .map(|lb| LoadBalancer {
-                        arn: lb.load_balancer_arn().unwrap_or_default().to_owned(),
-                        dns_name: lb.dns_name().unwrap_or_default().to_owned(),
-                        kind: lb
-                            .r#type()
-                            .map(|t| t.as_str())
-                            .unwrap_or_default()
-                            .to_owned(),
-                        vpc_id: lb.vpc_id().unwrap_or_default().to_owned(),
-                    })
-                    .collect();
+                let items = page.load_balancers().iter().map(load_balancer_of).collect();
                 Ok((items, page.next_marker().map(str::to_owned)))
             })
             .await?;
@@ -203,21 +194,7 @@ impl LoadBalancing for ElbLoadBalancing {
         Ok(output
             .target_health_descriptions()
             .iter()
-            .map(|description| TargetHealth {
-                target: Target {
-                    id: description
-                        .target()
-                        .and_then(|t| t.id())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    port: to_port(description.target().and_then(|t| t.port())),
-                },
-                state: description
-                    .target_health()
-                    .and_then(|health| health.state())
-                    .map_or("unavailable", |state| state.as_str())
-                    .to_owned(),
-            })
+            .map(target_health_of)
             .collect())
     }
 
@@ -352,16 +329,7 @@ impl LoadBalancing for ElbLoadBalancing {
                 .run("elasticloadbalancing:DescribeTags", call)
                 .await?;
             for description in output.tag_descriptions() {
-                let resource_tags = description
-                    .tags()
-                    .iter()
-                    .map(|tag| {
-                        Tag::new(
-                            tag.key().unwrap_or_default(),
-                            tag.value().unwrap_or_default(),
-                        )
-                    })
-                    .collect();
+                let resource_tags = description.tags().iter().map(tag_of).collect();
                 let arn = description.resource_arn().unwrap_or_default().to_owned();
                 tags.insert(arn, resource_tags);
             }
@@ -381,161 +349,5 @@ impl LoadBalancing for ElbLoadBalancing {
             .send();
         self.calls.run("elasticloadbalancing:AddTags", call).await?;
         Ok(())
-    }
-}
-
-fn target_group_of(group: &SdkTargetGroup) -> TargetGroup {
-    let defaults = HealthCheck::default();
-    let count = |value: Option<i32>, default: u32| value.map_or(default, |v| v.unsigned_abs());
-    TargetGroup {
-        arn: group.target_group_arn().unwrap_or_default().to_owned(),
-        name: group.target_group_name().unwrap_or_default().to_owned(),
-        port: to_port(group.port()),
-        protocol: group
-            .protocol()
-            .map(|p| p.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        vpc_id: group.vpc_id().unwrap_or_default().to_owned(),
-        health_check: HealthCheck {
-            protocol: group
-                .health_check_protocol()
-                .map_or(defaults.protocol.as_str(), |p| p.as_str())
-                .to_owned(),
-            interval_seconds: count(
-                group.health_check_interval_seconds(),
-                defaults.interval_seconds,
-            ),
-            healthy_threshold: count(group.healthy_threshold_count(), defaults.healthy_threshold),
-            unhealthy_threshold: count(
-                group.unhealthy_threshold_count(),
-                defaults.unhealthy_threshold,
-            ),
-        },
-        load_balancer_arns: group.load_balancer_arns().to_vec(),
-    }
-}
-
-fn listener_of(listener: &SdkListener) -> Listener {
-    // A forward action names its group directly or as the only one of a forward config.
-    let target_group_arn = listener
-        .default_actions()
-        .iter()
-        .find(|action| action.r#type() == Some(&ActionTypeEnum::Forward))
-        .and_then(|action| {
-            action.target_group_arn().or_else(|| {
-                let groups = action.forward_config()?.target_groups();
-                match groups {
-                    [only] => only.target_group_arn(),
-                    _ => None,
-                }
-            })
-        })
-        .map(str::to_owned);
-    Listener {
-        arn: listener.listener_arn().unwrap_or_default().to_owned(),
-        load_balancer_arn: listener.load_balancer_arn().unwrap_or_default().to_owned(),
-        port: to_port(listener.port()),
-        protocol: listener
-            .protocol()
-            .map(|p| p.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-        target_group_arn,
-    }
-}
-
-fn target_descriptions(targets: &[Target]) -> Vec<TargetDescription> {
-    targets
-        .iter()
-        .map(|target| {
-            TargetDescription::builder()
-                .id(&target.id)
-                .port(i32::from(target.port))
-                .build()
-        })
-        .collect()
-}
-
-fn elb_tags(tags: &[Tag]) -> Vec<aws_sdk_elasticloadbalancingv2::types::Tag> {
-    tags.iter()
-        .map(|tag| {
-            aws_sdk_elasticloadbalancingv2::types::Tag::builder()
-                .key(&tag.key)
-                .value(&tag.value)
-                .build()
-        })
-        .collect()
-}
-
-fn to_port(port: Option<i32>) -> u16 {
-    port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0)
-}
-
-fn to_i32(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use aws_sdk_elasticloadbalancingv2::types::{ForwardActionConfig, TargetGroupTuple};
-
-    use super::*;
-
-    #[test]
-    fn listeners_name_their_forward_target_group() {
-        let direct = Action::builder()
-            .r#type(ActionTypeEnum::Forward)
-            .target_group_arn("tg-1")
-            .build();
-        let weighted = Action::builder()
-            .r#type(ActionTypeEnum::Forward)
-            .forward_config(
-                ForwardActionConfig::builder()
-                    .target_groups(TargetGroupTuple::builder().target_group_arn("tg-2").build())
-                    .build(),
-            )
-            .build();
-        let fixed = Action::builder()
-            .r#type(ActionTypeEnum::FixedResponse)
-            .build();
-        let cases = [
-            (direct, Some("tg-1")),
-            (weighted, Some("tg-2")),
-            (fixed, None),
-        ];
-        for (action, expected) in cases {
-            let listener = SdkListener::builder()
-                .listener_arn("l-1")
-                .port(8123)
-                .protocol(ProtocolEnum::Tcp)
-                .default_actions(action)
-                .build();
-            let converted = listener_of(&listener);
-            assert_eq!(converted.target_group_arn.as_deref(), expected);
-            assert_eq!((converted.port, converted.protocol.as_str()), (8123, "TCP"));
-        }
-    }
-
-    #[test]
-    fn target_groups_convert_with_health_checks() {
-        let group = SdkTargetGroup::builder()
-            .target_group_arn("tg-1")
-            .target_group_name("shop-ab12")
-            .port(8123)
-            .protocol(ProtocolEnum::Tcp)
-            .vpc_id("vpc-1")
-            .health_check_protocol(ProtocolEnum::Http)
-            .health_check_interval_seconds(30)
-            .load_balancer_arns("lb-1")
-            .build();
-
-        let converted = target_group_of(&group);
-
-        assert_eq!(converted.port, 8123);
-        assert_eq!(converted.health_check.protocol, "HTTP");
-        assert_eq!(converted.health_check.interval_seconds, 30);
-        assert_eq!(converted.health_check.healthy_threshold, 3);
-        assert_eq!(converted.load_balancer_arns, vec!["lb-1".to_owned()]);
     }
 }

@@ -13,13 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::cloud::{
-    CloudError, ErrorKind, HealthCheck, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Quota,
-    Tag, Target, TargetGroup, TargetGroupSpec, TargetHealth,
+    CloudError, ErrorKind, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Quota, Tag, Target,
+    TargetGroup, TargetGroupSpec, TargetHealth,
 };
 
 use super::{ResourceType, SimulatedAws, State, error, paging};
 
 mod listeners;
+mod target_groups;
 mod targets;
 
 /// The kind of a load balancer a test creates.
@@ -177,109 +178,6 @@ pub(crate) fn merge_tags(
     Ok(())
 }
 
-/// ELB's rule: 1 to 32 letters, digits and hyphens, not starting or ending with a hyphen.
-fn valid_target_group_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
-fn valid_health_check(check: &HealthCheck) -> bool {
-    (5..=300).contains(&check.interval_seconds)
-        && (2..=10).contains(&check.healthy_threshold)
-        && (2..=10).contains(&check.unhealthy_threshold)
-        && ["TCP", "HTTP", "HTTPS"].contains(&check.protocol.as_str())
-}
-
-fn create_target_group(
-    state: &mut State,
-    spec: &TargetGroupSpec,
-) -> Result<TargetGroup, CloudError> {
-    const OPERATION: &str = "elasticloadbalancing:CreateTargetGroup";
-    if !valid_target_group_name(&spec.name) {
-        let message = format!("target group name {:?} is not valid", spec.name);
-        return Err(invalid(OPERATION, "ValidationError", message));
-    }
-    if spec.port == 0 || !valid_health_check(&spec.health_check) {
-        let message = "port or health check settings are out of range";
-        return Err(invalid(OPERATION, "ValidationError", message));
-    }
-    let existing = state
-        .elb
-        .target_groups
-        .values()
-        .find(|g| g.group.name == spec.name);
-    if let Some(existing) = existing {
-        return same_settings(existing, spec)
-            .then(|| state.elb.describe_group(existing))
-            .ok_or_else(|| {
-                let message = format!("a target group named {} exists", spec.name);
-                let kind = ErrorKind::AlreadyExists;
-                error(kind, OPERATION, "DuplicateTargetGroupName", message)
-            });
-    }
-    let quota = state.config.quotas.target_groups;
-    if state.elb.target_groups.len() >= quota {
-        let kind = ErrorKind::QuotaExceeded(Quota::TargetGroups);
-        let message = format!("the region holds at most {quota} target groups");
-        return Err(error(kind, OPERATION, "TooManyTargetGroups", message));
-    }
-
-    let mut tags = Vec::new();
-    merge_tags(
-        OPERATION,
-        &mut tags,
-        &spec.tags,
-        state.config.quotas.tags_per_resource,
-    )?;
-    let resource = format!("targetgroup/{}/{}", spec.name, state.rng.hex(16));
-    let group = TargetGroup {
-        arn: arn(state, &resource),
-        name: spec.name.clone(),
-        port: spec.port,
-        protocol: "TCP".to_owned(),
-        vpc_id: spec.vpc_id.clone(),
-        health_check: spec.health_check.clone(),
-        load_balancer_arns: vec![],
-    };
-    let sim = SimTargetGroup {
-        group: group.clone(),
-        tags,
-        targets: BTreeMap::new(),
-        in_use_since: None,
-    };
-    state.elb.target_groups.insert(group.arn.clone(), sim);
-    Ok(group)
-}
-
-/// Whether a create with `spec` is a repeat of the group's create (tags do not count).
-fn same_settings(existing: &SimTargetGroup, spec: &TargetGroupSpec) -> bool {
-    let group = &existing.group;
-    group.port == spec.port
-        && group.protocol == "TCP"
-        && group.vpc_id == spec.vpc_id
-        && group.health_check == spec.health_check
-}
-
-fn delete_target_group(state: &mut State, arn: &str) -> Result<(), CloudError> {
-    const OPERATION: &str = "elasticloadbalancing:DeleteTargetGroup";
-    if !state.elb.target_groups.contains_key(arn) {
-        return Err(not_found(OPERATION, "TargetGroupNotFound", arn));
-    }
-    let in_use = state
-        .elb
-        .listeners
-        .values()
-        .any(|l| l.listener.target_group_arn.as_deref() == Some(arn));
-    if in_use {
-        let message = format!("target group {arn} is currently in use by a listener");
-        return Err(invalid(OPERATION, "ResourceInUse", message));
-    }
-    state.elb.target_groups.remove(arn);
-    Ok(())
-}
-
 /// Looks up every ARN of a by-ARN describe; one unknown ARN fails the call, as in ELB.
 fn by_arns<'a, T>(
     operation: &'static str,
@@ -405,7 +303,7 @@ impl LoadBalancing for SimulatedAws {
     async fn create_target_group(&self, spec: &TargetGroupSpec) -> Result<TargetGroup, CloudError> {
         self.call(
             "elasticloadbalancing:CreateTargetGroup",
-            |state: &mut State| create_target_group(state, spec),
+            |state: &mut State| target_groups::create(state, spec),
         )
         .await
     }
@@ -413,7 +311,7 @@ impl LoadBalancing for SimulatedAws {
     async fn delete_target_group(&self, arn: &str) -> Result<(), CloudError> {
         self.call(
             "elasticloadbalancing:DeleteTargetGroup",
-            |state: &mut State| delete_target_group(state, arn),
+            |state: &mut State| target_groups::delete(state, arn),
         )
         .await
     }

@@ -3,9 +3,11 @@
 
 use std::time::Duration;
 
+use super::target_groups::valid_target_group_name;
 use super::*;
 use crate::cloud::CertificateMaterial;
 use crate::cloud::Certificates;
+use crate::cloud::HealthCheck;
 use crate::sim::SimConfig;
 
 fn aws() -> SimulatedAws {

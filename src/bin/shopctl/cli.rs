@@ -1,0 +1,162 @@
+//! `shopctl`'s command line: the clap types for its arguments and subcommands, and the YAML
+//! files `region put` and `group put` read. Sending requests belongs to `main`, printing to
+//! `render`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::CliError;
+
+/// Operate a shop-controller: deploy and inspect shops, manage regions and instance groups.
+#[derive(Debug, Parser)]
+#[command(name = "shopctl", version)]
+pub(crate) struct Cli {
+    /// Address of the controller's gRPC API.
+    #[arg(
+        long,
+        env = "SHOPCTL_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub(crate) server: String,
+    /// Bearer token (read or write scope).
+    #[arg(long, env = "SHOPCTL_TOKEN", hide_env_values = true, global = true)]
+    pub(crate) token: Option<String>,
+    /// PEM CA certificate to trust for an https:// server.
+    #[arg(long, env = "SHOPCTL_CA_CERT", global = true)]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
+    pub(crate) output: Output,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Record the desired spec of a shop; the controller converges to it.
+    Deploy {
+        /// ES domain of the shop, like example.es-hs.com.
+        shop_domain: String,
+        #[arg(long)]
+        region: String,
+        /// Bucket holding `<shop_domain>.zip`.
+        #[arg(long)]
+        source_bucket: String,
+        /// S3 version of the zip; the newest one when omitted.
+        #[arg(long)]
+        source_version: Option<String>,
+        #[arg(long)]
+        custom_domain: Option<String>,
+    },
+    /// Restart the shop's processes.
+    Restart {
+        shop_domain: String,
+        #[arg(long)]
+        region: String,
+    },
+    /// Tear the shop down and remove it.
+    Delete { shop_domain: String },
+    /// Show a shop's spec and status.
+    Get { shop_domain: String },
+    /// List shops.
+    List {
+        #[arg(long)]
+        region: Option<String>,
+        /// Only shops that are not ready.
+        #[arg(long)]
+        not_ready: bool,
+        /// Shops per request.
+        #[arg(long, default_value_t = 500)]
+        page_size: u32,
+    },
+    /// Print shops, then every change to them, until interrupted.
+    Watch {
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        shop: Option<String>,
+    },
+    /// Region configurations.
+    Region {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// EC2 instance groups.
+    Group {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Create or replace from a YAML file.
+    Put {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    Get {
+        name: String,
+    },
+    List {
+        /// Only groups of this region.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+/// `region.yaml`, as documented in the README.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegionFile {
+    pub(crate) region: String,
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    pub(crate) codebuild_project: String,
+    pub(crate) artifact_bucket: String,
+    pub(crate) codedeploy_application: String,
+    pub(crate) proxy_name_tag: String,
+    pub(crate) nginx_config_dir: String,
+    #[serde(default)]
+    pub(crate) alb_https_listener_arns: Vec<String>,
+    #[serde(default)]
+    pub(crate) global_accelerator_ips: Vec<String>,
+    pub(crate) allowed_parent_domains: Vec<String>,
+}
+
+/// `group.yaml`, as documented in the README.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupFile {
+    pub(crate) name: String,
+    pub(crate) region: String,
+    pub(crate) nlb_arns: Vec<String>,
+    pub(crate) port_min: u32,
+    pub(crate) port_max: u32,
+    pub(crate) capacity: u32,
+    pub(crate) codedeploy_deployment_group: String,
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+}
+
+pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Input(format!("read {}: {e}", path.display())))?;
+    serde_norway::from_str(&text).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+}
+
+fn yes() -> bool {
+    true
+}
