@@ -58,7 +58,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the gRPC API against real AWS (or the emulator at --aws-endpoint-url).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Serve with an embedded SQLite file and a simulated AWS seeded with a sample region,
     /// instance group and shop source. Authentication is off; listen on loopback only.
     Dev(DevArgs),
@@ -100,9 +100,25 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "SHOP_CONTROLLER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Run the reconcile loops. They cover placement, target groups and listeners so far
+    /// (issue #4), and take no leases yet: run them on one replica only.
+    #[arg(long, env = "SHOP_CONTROLLER_RECONCILE")]
+    pub reconcile: bool,
+    /// Name of this installation, carried in the ownership tag of every AWS object it creates.
+    #[arg(long, env = "SHOP_CONTROLLER_INSTALLATION", default_value = "default")]
+    pub installation: String,
+    /// How often every resource is looked at again to find and repair drift.
+    #[arg(long, env = "SHOP_CONTROLLER_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    pub resync: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +137,9 @@ pub struct DevArgs {
         default_value = ".shop-controller/dev.db"
     )]
     pub database: PathBuf,
+    /// How often every resource is looked at again (short, so healing shows quickly).
+    #[arg(long, env = "SHOP_CONTROLLER_RESYNC", default_value = "30s", value_parser = parse_duration)]
+    pub resync: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod controller;
 pub mod dev;
 pub mod grpc;
 pub mod intent;

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use reconcilers::cloud::CloudProvider;
 use reconcilers::sim::SimulatedAws;
 use shop_controller::aws::{AwsCloud, AwsOptions};
 use shop_controller::config::{Cli, Command, LogFormat};
+use shop_controller::controller::{Controller, ControllerConfig};
 use shop_controller::grpc::Auth;
 use shop_controller::{dev, server, store};
 use tokio::net::TcpListener;
@@ -25,19 +27,18 @@ async fn main() -> anyhow::Result<()> {
                 max_attempts: args.aws_max_attempts,
                 rate_limit_overrides: args.aws_rate_limits.clone(),
             };
-            let cloud = Arc::new(AwsCloud::load(options).await);
+            let cloud: Arc<dyn CloudProvider> = Arc::new(AwsCloud::load(options).await);
             let listener = TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
+            let controller = args.reconcile.reconcile.then(|| {
+                let config =
+                    ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
+                Arc::new(Controller::new(store.clone(), cloud.clone(), config))
+            });
             let services = server::services(store, cloud, auth);
-            server::serve(
-                listener,
-                services,
-                tls,
-                server::shutdown_signal(),
-                args.shutdown_grace,
-            )
-            .await?;
+            server::serve_and_reconcile(listener, services, tls, controller, args.shutdown_grace)
+                .await?;
         }
         Command::Dev(args) => {
             if let Some(dir) = args.database.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -51,9 +52,12 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
             tracing::info!(address = %args.listen, database = %args.database.display(), "dev controller ready");
-            let services = server::services(store, Arc::new(aws), Auth::Disabled);
+            let cloud: Arc<dyn CloudProvider> = Arc::new(aws);
+            let config = ControllerConfig::new("dev", args.resync);
+            let controller = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
+            let services = server::services(store, cloud, Auth::Disabled);
             let grace = std::time::Duration::from_secs(5);
-            server::serve(listener, services, None, server::shutdown_signal(), grace).await?;
+            server::serve_and_reconcile(listener, services, None, Some(controller), grace).await?;
         }
         Command::Migrate(args) => {
             store::open(args.database_url.expose()).await?;

@@ -152,3 +152,28 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// Serves gRPC and, when given, runs the controller's loops beside it until SIGTERM or Ctrl-C;
+/// both stop together, each finishing in-flight work within its grace period.
+pub async fn serve_and_reconcile(
+    listener: TcpListener,
+    services: Services,
+    tls: Option<ServerTlsConfig>,
+    controller: Option<Arc<crate::controller::Controller>>,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let loops = controller.map(|c| tokio::spawn(c.run(until_stopped(stopped.clone()))));
+    let served = serve(listener, services, tls, until_stopped(stopped), grace).await;
+    if let Some(loops) = loops {
+        let _ = loops.await;
+    }
+    served
+}

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use reconcilers::config::{InstanceGroup, RegionConfig};
 use reconcilers::placement::Placed;
 use reconcilers::spec::{ShopRecord, ShopSpec};
-use reconcilers::status::ResourceStatus;
+use reconcilers::status::{ResourceKind, ResourceStatus};
 use tokio::sync::broadcast;
 
 mod common;
@@ -48,6 +48,46 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+}
+
+/// What changed about a shop, as announced to subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The spec or the placement changed: any resource of the shop may have work.
+    Spec(String),
+    /// A resource's status changed (`None`: the shop's readiness): resources that depend on it
+    /// may have work.
+    Status(String, Option<ResourceKind>),
+}
+
+impl Change {
+    pub fn shop(&self) -> &str {
+        match self {
+            Change::Spec(shop) | Change::Status(shop, _) => shop,
+        }
+    }
+
+    /// The notification payload: `spec <shop>`, `status <kind> <shop>` or `status - <shop>`.
+    pub fn encode(&self) -> String {
+        match self {
+            Change::Spec(shop) => format!("spec {shop}"),
+            Change::Status(shop, kind) => {
+                format!("status {} {shop}", kind.map_or("-", ResourceKind::as_str))
+            }
+        }
+    }
+
+    pub fn decode(payload: &str) -> Option<Self> {
+        let mut words = payload.split(' ');
+        match (words.next()?, words.next()?, words.next(), words.next()) {
+            ("spec", shop, None, None) => Some(Change::Spec(shop.to_owned())),
+            ("status", "-", Some(shop), None) => Some(Change::Status(shop.to_owned(), None)),
+            ("status", kind, Some(shop), None) => {
+                Some(Change::Status(shop.to_owned(), Some(kind.parse().ok()?)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The result of recording a deploy.
@@ -151,8 +191,8 @@ pub trait Store: Send + Sync + 'static {
     /// Frees a shop's port (after its teardown); false when it had none.
     async fn release_placement(&self, shop_domain: &str) -> Result<bool>;
 
-    /// Shop domains whose spec or status changed, as they change in this process.
-    fn subscribe(&self) -> broadcast::Receiver<String>;
+    /// Changes of every shop as they are committed (on PostgreSQL, by any replica).
+    fn subscribe(&self) -> broadcast::Receiver<Change>;
 }
 
 /// Opens the store named by a database URL (`sqlite:` path or `postgres://`), creating a SQLite
@@ -171,4 +211,23 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip_through_their_payload() {
+        for change in [
+            Change::Spec("a.es-hs.com".to_owned()),
+            Change::Status("a.es-hs.com".to_owned(), Some(ResourceKind::TargetGroup)),
+            Change::Status("a.es-hs.com".to_owned(), None),
+        ] {
+            assert_eq!(Change::decode(&change.encode()), Some(change));
+        }
+        for junk in ["", "spec", "status x a.com", "spec a b", "other a.com"] {
+            assert_eq!(Change::decode(junk), None, "{junk}");
+        }
+    }
 }

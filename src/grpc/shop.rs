@@ -16,7 +16,7 @@ use super::proto::shop_service_server::ShopService;
 use super::proto::*;
 use super::{Services, status_of, store_status};
 use crate::intent::DeployRequest;
-use crate::store::{ShopQuery, Store, now_millis};
+use crate::store::{Change, ShopQuery, Store, now_millis};
 
 const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
@@ -198,7 +198,7 @@ type Sender = mpsc::Sender<Result<WatchShopsEvent, Status>>;
 async fn watch(
     store: &dyn Store,
     filter: &WatchShopsRequest,
-    mut changes: broadcast::Receiver<String>,
+    mut changes: broadcast::Receiver<Change>,
     sender: &Sender,
 ) -> Result<(), Status> {
     if !snapshot(store, filter, sender).await? {
@@ -210,7 +210,7 @@ async fn watch(
             () = sender.closed() => return Ok(()),
         };
         let shop_domain = match shop_domain {
-            Ok(shop_domain) => shop_domain,
+            Ok(change) => change.shop().to_owned(),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "watcher fell behind; sending a fresh snapshot");
                 if !snapshot(store, filter, sender).await? {

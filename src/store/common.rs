@@ -213,8 +213,8 @@ pub(super) fn write_error(
 }
 
 /// Expands the shared [`Store`](super::Store) implementation for one backend. The type must
-/// have `pool: sqlx::Pool<$db>` and `changes: broadcast::Sender<String>` fields and an
-/// `async fn announce(&self, shop: &str)` telling subscribers (of every replica the backend
+/// have `pool: sqlx::Pool<$db>` and `changes: broadcast::Sender<Change>` fields and an
+/// `async fn announce(&self, change: Change)` telling subscribers (of every replica the backend
 /// can reach) that a shop changed.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
@@ -229,7 +229,7 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                DeployOutcome, Placement, Result, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
+                Change, DeployOutcome, Placement, Result, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
                 StoreError,
             };
 
@@ -652,7 +652,7 @@ macro_rules! impl_store {
                         match self.try_deploy(spec, now).await {
                             Ok(Some(outcome)) => {
                                 if outcome.changed {
-                                    self.announce(spec.shop_domain.as_str()).await;
+                                    self.announce(Change::Spec(spec.shop_domain.to_string())).await;
                                 }
                                 return Ok(outcome);
                             }
@@ -698,7 +698,7 @@ macro_rules! impl_store {
                     insert_event(&mut tx, shop_domain, now, record.generation, "RestartRequested", &message)
                         .await?;
                     tx.commit().await.map_err(db("commit restart"))?;
-                    self.announce(shop_domain).await;
+                    self.announce(Change::Spec(shop_domain.to_owned())).await;
                     Ok(record)
                 }
 
@@ -724,7 +724,7 @@ macro_rules! impl_store {
                     insert_event(&mut tx, shop_domain, now, record.generation, "DeletionRequested", "")
                         .await?;
                     tx.commit().await.map_err(db("commit delete"))?;
-                    self.announce(shop_domain).await;
+                    self.announce(Change::Spec(shop_domain.to_owned())).await;
                     Ok(record)
                 }
 
@@ -798,7 +798,7 @@ macro_rules! impl_store {
                         .execute(&self.pool)
                         .await
                         .map_err(|e| write_error("upsert resource status", e, "shop is gone"))?;
-                    self.announce(shop_domain).await;
+                    self.announce(Change::Status(shop_domain.to_owned(), Some(status.kind))).await;
                     Ok(())
                 }
 
@@ -822,7 +822,7 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .map_err(|e| write_error("upsert shop status", e, "shop is gone"))?;
-                    self.announce(shop_domain).await;
+                    self.announce(Change::Status(shop_domain.to_owned(), None)).await;
                     Ok(())
                 }
 
@@ -860,7 +860,7 @@ macro_rules! impl_store {
                         write_error("insert placement", e, &message)
                     })?;
                     if let Some(row) = inserted {
-                        self.announce(shop_domain).await;
+                        self.announce(Change::Spec(shop_domain.to_owned())).await;
                         return placed_from_row(&row);
                     }
                     let existing = sqlx::query(
@@ -879,11 +879,11 @@ macro_rules! impl_store {
                         .execute(&self.pool)
                         .await
                         .map_err(db("delete placement"))?;
-                    self.announce(shop_domain).await;
+                    self.announce(Change::Spec(shop_domain.to_owned())).await;
                     Ok(result.rows_affected() > 0)
                 }
 
-                fn subscribe(&self) -> broadcast::Receiver<String> {
+                fn subscribe(&self) -> broadcast::Receiver<Change> {
                     self.changes.subscribe()
                 }
             }

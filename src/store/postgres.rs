@@ -8,17 +8,17 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Pool, Postgres};
 use tokio::sync::broadcast;
 
-use super::{Result, StoreError, common::impl_store};
+use super::{Change, Result, StoreError, common::impl_store};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// The channel replicas announce shop changes on; the payload is the shop domain.
+/// The channel replicas announce shop changes on; the payload is [`Change::encode`].
 const CHANNEL: &str = "shop_changes";
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool<Postgres>,
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<Change>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -61,14 +61,14 @@ impl PostgresStore {
 
     /// Tells every replica, this one included, through `NOTIFY`. Sent after the write commits;
     /// a notification lost to a crash in between is made up for by the periodic resync.
-    async fn announce(&self, shop: &str) {
+    async fn announce(&self, change: Change) {
         let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(shop)
+            .bind(change.encode())
             .execute(&self.pool)
             .await;
         if let Err(error) = sent {
-            tracing::warn!(shop, %error, "could not announce a shop change; resync will find it");
+            tracing::warn!(shop = change.shop(), %error, "could not announce a shop change; resync will find it");
         }
     }
 }
@@ -81,12 +81,18 @@ impl Drop for PostgresStore {
 
 /// Forwards `NOTIFY`s of every replica to this process's subscribers. `PgListener` reconnects
 /// by itself; notifications sent while it was away are lost, which resyncs cover.
-async fn forward_notifications(mut listener: PgListener, changes: broadcast::Sender<String>) {
+async fn forward_notifications(mut listener: PgListener, changes: broadcast::Sender<Change>) {
     loop {
         match listener.recv().await {
-            Ok(notification) => {
-                let _ = changes.send(notification.payload().to_owned());
-            }
+            Ok(notification) => match Change::decode(notification.payload()) {
+                Some(change) => {
+                    let _ = changes.send(change);
+                }
+                None => tracing::warn!(
+                    payload = notification.payload(),
+                    "ignored an unknown notification"
+                ),
+            },
             Err(error) => {
                 tracing::warn!(%error, "lost the notification connection; reconnecting");
                 tokio::time::sleep(Duration::from_secs(1)).await;

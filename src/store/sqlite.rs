@@ -8,14 +8,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Pool, Sqlite};
 use tokio::sync::broadcast;
 
-use super::{Result, StoreError, common::impl_store};
+use super::{Change, Result, StoreError, common::impl_store};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The SQLite store.
 pub struct SqliteStore {
     pool: Pool<Sqlite>,
-    changes: broadcast::Sender<String>,
+    changes: broadcast::Sender<Change>,
 }
 
 impl SqliteStore {
@@ -55,9 +55,9 @@ impl SqliteStore {
 
 impl SqliteStore {
     /// One process owns a SQLite file, so the in-process channel reaches every subscriber.
-    async fn announce(&self, shop: &str) {
+    async fn announce(&self, change: Change) {
         // No subscriber is fine: nobody is watching.
-        let _ = self.changes.send(shop.to_owned());
+        let _ = self.changes.send(change);
     }
 }
 

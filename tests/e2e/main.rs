@@ -11,6 +11,7 @@ mod admin;
 mod api;
 mod auth;
 mod contract;
+mod controller;
 mod moto_s3;
 mod shopctl;
 mod store;

@@ -7,7 +7,7 @@ use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use shop_controller::dev::{dev_instance_group, dev_region_config};
-use shop_controller::store::{ShopQuery, Store, StoreError};
+use shop_controller::store::{Change, ShopQuery, Store, StoreError};
 
 use crate::support::TestStore;
 
@@ -416,8 +416,8 @@ async fn changes_are_announced(store: TestStore) {
         .restart_shop("a.es-hs.com", "eu-west-1", 3)
         .await
         .expect("restart");
-    assert_eq!(changes.recv().await.expect("change"), "a.es-hs.com");
-    assert_eq!(changes.recv().await.expect("change"), "a.es-hs.com");
+    assert_eq!(changes.recv().await.expect("change").shop(), "a.es-hs.com");
+    assert_eq!(changes.recv().await.expect("change").shop(), "a.es-hs.com");
     assert!(
         changes.try_recv().is_err(),
         "the no-op deploy announced nothing"
@@ -629,11 +629,14 @@ async fn a_write_on_one_replica_wakes_the_others() {
     let seen = tokio::time::timeout(wait, on_second.recv())
         .await
         .expect("in time");
-    assert_eq!(seen.expect("change"), "a.es-hs.com");
+    assert_eq!(
+        seen.expect("change"),
+        Change::Spec("a.es-hs.com".to_owned())
+    );
     let own = tokio::time::timeout(wait, on_first.recv())
         .await
         .expect("in time");
-    assert_eq!(own.expect("change"), "a.es-hs.com");
+    assert_eq!(own.expect("change"), Change::Spec("a.es-hs.com".to_owned()));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(
         on_first.try_recv().is_err(),

@@ -1,0 +1,516 @@
+//! The controller: one reconcile loop per resource kind, each with its own [`WorkQueue`], fed
+//! by the store's change feed (a spec change wakes every kind of the shop; a status change
+//! wakes the kinds that depend on it) and by periodic resyncs. A reconcile loads the shop from
+//! the store, runs the resource's observe / diff / apply against the cloud and records what it
+//! saw as status. It decides nothing about timing: it returns an [`Outcome`].
+//!
+//! Today the loops run placement, `target_group` and `listener`.
+//! TODO(#4): artifact, deployment, nginx_config and restart; teardown on delete; leases so that
+//! several PostgreSQL replicas never reconcile one key at once; bulk per-region observation.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use reconcilers::cloud::{CloudError, CloudProvider, ErrorKind, HealthCheck, Owner};
+use reconcilers::config::RegionConfig;
+use reconcilers::placement::{self, Candidate, NoRoom, Placed};
+use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
+use reconcilers::{listener, target_group};
+use tokio::sync::broadcast;
+
+use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
+use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
+
+/// The kinds the controller reconciles, in dependency order.
+pub const KINDS: [ResourceKind; 2] = [ResourceKind::TargetGroup, ResourceKind::Listener];
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Tags every object this installation creates, so two installations in one account never
+    /// adopt each other's objects.
+    pub installation: String,
+    pub loops: LoopConfig,
+    pub health_check: HealthCheck,
+}
+
+/// The reconcile loops of every kind.
+pub struct Controller {
+    store: Arc<dyn Store>,
+    cloud: Arc<dyn CloudProvider>,
+    config: ControllerConfig,
+}
+
+/// Why one reconcile did not converge, before it becomes a status and an [`Outcome`].
+struct Blocked {
+    reason: &'static str,
+    message: String,
+    outcome: Outcome,
+}
+
+impl From<CloudError> for Blocked {
+    fn from(error: CloudError) -> Self {
+        let outcome = match error.kind {
+            ErrorKind::Throttled | ErrorKind::QuotaExceeded(_) => {
+                Outcome::Wait(error.kind.as_str())
+            }
+            _ => Outcome::Retry(error.kind.as_str()),
+        };
+        let reason = match error.kind {
+            ErrorKind::QuotaExceeded(_) => "QuotaExceeded",
+            ErrorKind::Throttled => "Throttled",
+            _ => "CloudError",
+        };
+        Blocked {
+            reason,
+            message: error.to_string(),
+            outcome,
+        }
+    }
+}
+
+impl From<StoreError> for Blocked {
+    fn from(error: StoreError) -> Self {
+        Blocked {
+            reason: "StoreError",
+            message: error.to_string(),
+            outcome: Outcome::Retry("store"),
+        }
+    }
+}
+
+/// What a converged reconcile saw.
+struct Converged {
+    desired: String,
+    observed: String,
+}
+
+impl ControllerConfig {
+    /// The defaults with this installation name and resync period.
+    pub fn new(installation: &str, resync: std::time::Duration) -> Self {
+        Self {
+            installation: installation.to_owned(),
+            loops: LoopConfig {
+                resync,
+                ..LoopConfig::default()
+            },
+            health_check: HealthCheck::default(),
+        }
+    }
+}
+
+impl Controller {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cloud: Arc<dyn CloudProvider>,
+        config: ControllerConfig,
+    ) -> Self {
+        Self {
+            store,
+            cloud,
+            config,
+        }
+    }
+
+    /// Runs every loop until `shutdown` resolves, then lets in-flight reconciles finish.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let queues: Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)> = KINDS
+            .iter()
+            .map(|kind| (*kind, Arc::new(WorkQueue::new())))
+            .collect();
+        let (stop, _) = broadcast::channel::<()>(1);
+        let feed = tokio::spawn(feed(self.store.subscribe(), queues.clone()));
+        if let Err(error) = self.seed(&queues).await {
+            tracing::error!(%error, "could not list shops at start; the change feed and resyncs go on");
+        }
+
+        let mut loops = Vec::new();
+        for (kind, queue) in &queues {
+            let controller = self.clone();
+            let mut stopped = stop.subscribe();
+            let handler = move |key: ShopKey| {
+                let controller = controller.clone();
+                async move { controller.reconcile(key).await }
+            };
+            let config = self.config.loops.clone();
+            let queue = queue.clone();
+            tracing::info!(kind = kind.as_str(), "starting reconcile loop");
+            loops.push(tokio::spawn(async move {
+                run(queue, config, handler, async move {
+                    let _ = stopped.recv().await;
+                })
+                .await
+            }));
+        }
+        shutdown.await;
+        let _ = stop.send(());
+        for handle in loops {
+            let _ = handle.await;
+        }
+        feed.abort();
+    }
+
+    /// Every existing shop gets a resync of every kind, due now.
+    async fn seed(
+        &self,
+        queues: &[(ResourceKind, Arc<WorkQueue<ShopKey>>)],
+    ) -> Result<(), StoreError> {
+        let mut query = ShopQuery {
+            limit: 1000,
+            ..ShopQuery::default()
+        };
+        loop {
+            let page = self.store.list_shops(&query).await?;
+            for view in &page.shops {
+                for (kind, queue) in queues {
+                    let key = ShopKey {
+                        shop: view.record.spec.shop_domain.to_string(),
+                        kind: *kind,
+                    };
+                    queue.resync_at(key, tokio::time::Instant::now());
+                }
+            }
+            match page.next_after {
+                Some(after) => query.after = Some(after),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    async fn reconcile(&self, key: ShopKey) -> Outcome {
+        let view = match self.store.get_shop(&key.shop).await {
+            Ok(Some(view)) => view,
+            Ok(None) => return Outcome::Gone,
+            Err(error) => {
+                tracing::warn!(shop = %key.shop, %error, "could not load shop");
+                return Outcome::Retry("store");
+            }
+        };
+        if view.record.is_deleting() {
+            // TODO(#4): teardown in reverse order; until then a deleting shop is left as it is.
+            return Outcome::Done;
+        }
+        let result = match key.kind {
+            ResourceKind::TargetGroup => self.target_group(&view).await,
+            ResourceKind::Listener => self.listener(&view).await,
+            _ => return Outcome::Done,
+        };
+        self.record(&view, key.kind, result).await
+    }
+
+    /// Writes the status of one reconcile (only when it changed, so dependents are not woken
+    /// for nothing) and turns it into an outcome.
+    async fn record(
+        &self,
+        view: &ShopView,
+        kind: ResourceKind,
+        result: Result<Converged, Blocked>,
+    ) -> Outcome {
+        let previous = view.resources.iter().find(|r| r.kind == kind);
+        let (status, outcome) = match result {
+            Ok(converged) => (
+                status_of(
+                    kind,
+                    view,
+                    converged.desired,
+                    converged.observed,
+                    SyncState::Synced,
+                    Health::Healthy,
+                    "",
+                    String::new(),
+                    0,
+                ),
+                Outcome::Done,
+            ),
+            Err(blocked) => {
+                let attempts = previous.map_or(0, |p| p.attempts) + 1;
+                let health = if matches!(blocked.outcome, Outcome::Retry(_)) {
+                    Health::Degraded
+                } else {
+                    Health::Progressing
+                };
+                let desired = previous.map(|p| p.desired.clone()).unwrap_or_default();
+                let observed = previous.map(|p| p.observed.clone()).unwrap_or_default();
+                (
+                    status_of(
+                        kind,
+                        view,
+                        desired,
+                        observed,
+                        SyncState::OutOfSync,
+                        health,
+                        blocked.reason,
+                        blocked.message,
+                        attempts,
+                    ),
+                    blocked.outcome,
+                )
+            }
+        };
+        let unchanged = previous.is_some_and(|p| same_status(p, &status));
+        if !unchanged {
+            let shop = view.record.spec.shop_domain.as_str();
+            let status = ResourceStatus {
+                last_transition: match previous {
+                    Some(p) if p.sync == status.sync && p.health == status.health => {
+                        p.last_transition
+                    }
+                    _ => status.last_transition,
+                },
+                ..status
+            };
+            if let Err(error) = self.store.put_resource_status(shop, &status).await {
+                tracing::warn!(shop, kind = kind.as_str(), %error, "could not record status");
+                return Outcome::Retry("store");
+            }
+        }
+        outcome
+    }
+
+    /// Places the shop if it has no placement yet.
+    async fn placement(&self, view: &ShopView, region: &RegionConfig) -> Result<Placed, Blocked> {
+        if let Some(p) = &view.placement {
+            return Ok(Placed {
+                instance_group: p.instance_group.clone(),
+                nlb_arn: p.nlb_arn.clone(),
+                port: p.port,
+            });
+        }
+        let shop = view.record.spec.shop_domain.as_str();
+        let groups = self
+            .store
+            .list_instance_groups(Some(region.region.as_str()))
+            .await?;
+        let fleet = self.cloud.fleet(region.region.as_str());
+        let mut running = Vec::with_capacity(groups.len());
+        for group in &groups {
+            running.push(fleet.running_instances(&group.name).await?.len());
+        }
+        let candidates: Vec<Candidate<'_>> = groups
+            .iter()
+            .zip(running)
+            .map(|(group, running_instances)| Candidate {
+                group,
+                running_instances,
+            })
+            .collect();
+        // Another writer may take the chosen port first: choose again with its placement seen.
+        for _ in 0..3 {
+            let placed = self.store.region_placements(region.region.as_str()).await?;
+            let choice = placement::choose(&candidates, &placed).map_err(no_room)?;
+            match self.store.place_shop(shop, &choice, now_millis()).await {
+                Ok(placed) => {
+                    tracing::info!(shop, group = %placed.instance_group, port = placed.port, "placed shop");
+                    return Ok(placed);
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Blocked {
+            reason: "PlacementContended",
+            message: "ports kept being taken".to_owned(),
+            outcome: Outcome::Retry("placement"),
+        })
+    }
+
+    async fn region(&self, view: &ShopView) -> Result<RegionConfig, Blocked> {
+        let region = view.record.spec.region.as_str();
+        self.store
+            .get_region_config(region)
+            .await?
+            .ok_or_else(|| Blocked {
+                reason: "RegionNotConfigured",
+                message: format!("region {region} has no config"),
+                outcome: Outcome::Wait("region"),
+            })
+    }
+
+    fn owner(&self, view: &ShopView, kind: ResourceKind) -> Owner {
+        Owner {
+            installation: self.config.installation.clone(),
+            shop: view.record.spec.shop_domain.to_string(),
+            resource: kind.as_str().to_owned(),
+        }
+    }
+
+    async fn target_group(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        let region = self.region(view).await?;
+        let placed = self.placement(view, &region).await?;
+        let lb = self.cloud.load_balancing(region.region.as_str());
+        let nlb = lb
+            .describe_load_balancers(std::slice::from_ref(&placed.nlb_arn))
+            .await?;
+        let vpc_id = nlb.first().map(|n| n.vpc_id.clone()).unwrap_or_default();
+        let instances = self
+            .cloud
+            .fleet(region.region.as_str())
+            .running_instances(&placed.instance_group)
+            .await?;
+        let owner = self.owner(view, ResourceKind::TargetGroup);
+        let desired = target_group::desired(
+            &view.record.spec.shop_domain,
+            &placed,
+            &vpc_id,
+            &owner,
+            &instances,
+            self.config.health_check.clone(),
+        );
+
+        // TODO(#4): one listing per region and resync, shared by every shop.
+        let known = lb.list_target_groups().await?;
+        let observed = target_group::observe(lb.as_ref(), &desired, &known).await?;
+        let plan = target_group::diff(&desired, observed.as_ref());
+        if let Some(target_group::Change::Replace { why }) = plan.first() {
+            return Err(Blocked {
+                reason: "ReplaceNeeded",
+                message: why.clone(),
+                outcome: Outcome::Wait("replace"),
+            });
+        }
+        if !plan.is_empty() {
+            tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying target group plan");
+        }
+        let group = target_group::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
+        Ok(Converged {
+            desired: format!(
+                "{} port {} with {} targets",
+                desired.spec.name,
+                desired.spec.port,
+                desired.targets.len()
+            ),
+            observed: group.map_or_else(String::new, |g| g.arn),
+        })
+    }
+
+    async fn listener(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        let converged = |kind| {
+            view.resources.iter().any(|r| {
+                r.kind == kind
+                    && r.sync == SyncState::Synced
+                    && r.observed_generation >= view.record.generation
+            })
+        };
+        if !converged(ResourceKind::TargetGroup) {
+            return Err(Blocked {
+                reason: "WaitingForTargetGroup",
+                message: "the shop's target group is not ready yet".to_owned(),
+                outcome: Outcome::Wait("dependency"),
+            });
+        }
+        let region = self.region(view).await?;
+        let placed = self.placement(view, &region).await?;
+        let lb = self.cloud.load_balancing(region.region.as_str());
+        let name =
+            reconcilers::names::target_group_name(&view.record.spec.shop_domain, placed.port);
+        let known = lb.list_target_groups().await?;
+        let Some(group) = known.iter().find(|g| g.name == name) else {
+            return Err(Blocked {
+                reason: "TargetGroupMissing",
+                message: format!("target group {name} is gone; waiting for it to be recreated"),
+                outcome: Outcome::Wait("dependency"),
+            });
+        };
+
+        let owner = self.owner(view, ResourceKind::Listener);
+        let desired = listener::desired(&placed.nlb_arn, placed.port, &group.arn, &owner);
+        let listeners = lb.describe_listeners(&placed.nlb_arn).await?;
+        let observed = listener::observe(lb.as_ref(), &desired, &listeners).await?;
+        let plan = listener::diff(&desired, observed.as_ref());
+        if let Some(listener::Change::Conflict { why }) = plan.first() {
+            return Err(Blocked {
+                reason: "PortConflict",
+                message: why.clone(),
+                outcome: Outcome::Wait("conflict"),
+            });
+        }
+        if !plan.is_empty() {
+            tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying listener plan");
+        }
+        let listener = listener::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
+        Ok(Converged {
+            desired: format!("TCP :{} -> {name}", placed.port),
+            observed: listener.map_or_else(String::new, |l| l.arn),
+        })
+    }
+}
+
+/// Wakes keys on changes: a spec change wakes every kind of the shop; a status change wakes
+/// the kinds after it in dependency order.
+async fn feed(
+    mut changes: broadcast::Receiver<Change>,
+    queues: Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>,
+) {
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "change feed fell behind; resyncs will catch up");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        for (kind, queue) in &queues {
+            let wake = match &change {
+                Change::Spec(_) => true,
+                Change::Status(_, Some(changed)) => changed < kind,
+                Change::Status(_, None) => false,
+            };
+            if wake {
+                queue.spec_changed(ShopKey {
+                    shop: change.shop().to_owned(),
+                    kind: *kind,
+                });
+            }
+        }
+    }
+}
+
+fn no_room(error: NoRoom) -> Blocked {
+    Blocked {
+        reason: error.reason(),
+        message: error.to_string(),
+        outcome: Outcome::Wait("no_room"),
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per field of the status"
+)]
+fn status_of(
+    kind: ResourceKind,
+    view: &ShopView,
+    desired: String,
+    observed: String,
+    sync: SyncState,
+    health: Health,
+    reason: &str,
+    message: String,
+    attempts: u32,
+) -> ResourceStatus {
+    ResourceStatus {
+        kind,
+        desired,
+        observed,
+        sync,
+        health,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: view.record.generation,
+        last_transition: now_millis(),
+        attempts,
+        next_attempt_at: None,
+    }
+}
+
+/// Equal but for the transition time.
+fn same_status(a: &ResourceStatus, b: &ResourceStatus) -> bool {
+    ResourceStatus {
+        last_transition: 0,
+        ..a.clone()
+    } == ResourceStatus {
+        last_transition: 0,
+        ..b.clone()
+    }
+}

@@ -1,0 +1,109 @@
+//! The controller's loops end to end: gRPC in, the simulated AWS out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reconcilers::cloud::{CloudProvider, LoadBalancing, TAG_INSTALLATION};
+use reconcilers::sim::ResourceType;
+use reconcilers::status::{ResourceKind, SyncState};
+use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::store::Store;
+
+use crate::support::{deploy_request, dev_server};
+
+fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
+    view.resources.iter().any(|r| {
+        r.kind == kind
+            && r.sync == SyncState::Synced
+            && r.observed_generation == view.record.generation
+    })
+}
+
+/// Waits until every shop has a synced target group and listener.
+async fn converged(store: &dyn Store, shops: &[String]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut done = true;
+        for shop in shops {
+            let view = store.get_shop(shop).await.expect("read").expect("exists");
+            done &=
+                synced(&view, ResourceKind::TargetGroup) && synced(&view, ResourceKind::Listener);
+        }
+        if done {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shops did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shops_get_a_target_group_and_listener_and_drift_is_healed() {
+    let (server, aws, store) = dev_server().await;
+    let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
+    let config = ControllerConfig::new("e2e", Duration::from_millis(500));
+    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let loops = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut client = server.shops().await;
+    let shops: Vec<String> = (0..5).map(|i| format!("shop-{i}.es-hs.com")).collect();
+    for shop in &shops {
+        aws.put_object(
+            "shop-sources",
+            &format!("{shop}.zip"),
+            shop_controller::dev::sample_shop_zip(),
+        );
+        client
+            .deploy_shop(deploy_request(shop))
+            .await
+            .expect("deploy");
+    }
+    converged(store.store.as_ref(), &shops).await;
+
+    let owned = aws.resources_tagged(TAG_INSTALLATION, "e2e");
+    let count = |kind| owned.iter().filter(|r| r.kind == kind).count();
+    assert_eq!(count(ResourceType::TargetGroup), 5, "{owned:?}");
+    assert_eq!(count(ResourceType::Listener), 5, "{owned:?}");
+    let mut ports: Vec<u16> = Vec::new();
+    for shop in &shops {
+        let view = store
+            .store
+            .get_shop(shop)
+            .await
+            .expect("read")
+            .expect("exists");
+        ports.push(view.placement.expect("placed").port);
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 5, "every shop has its own port");
+
+    let group = store
+        .store
+        .get_instance_group("shops-a")
+        .await
+        .expect("read")
+        .expect("seeded");
+    let nlb = group.nlb_arns[0].clone();
+    let listeners = aws.describe_listeners(&nlb).await.expect("list");
+    aws.delete_listener(&listeners[0].arn)
+        .await
+        .expect("out-of-band delete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while aws.describe_listeners(&nlb).await.expect("list").len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted listener was not recreated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let _ = stop.send(());
+    loops.await.expect("loops stop");
+}
