@@ -4,9 +4,10 @@
 //! the store, runs the resource's observe / diff / apply against the cloud and records what it
 //! saw as status. It decides nothing about timing: it returns an [`Outcome`].
 //!
-//! Today the loops run placement, `target_group` and `listener`.
-//! TODO(#4): artifact, deployment, nginx_config and restart; teardown on delete; leases so that
-//! several PostgreSQL replicas never reconcile one key at once; bulk per-region observation.
+//! Today the loops run placement, `target_group` and `listener`, and their teardown in reverse
+//! order when a shop is deleted (the shop row goes last, so a crash resumes the teardown).
+//! TODO(#4): artifact, deployment, nginx_config and restart; leases so that several
+//! PostgreSQL replicas never reconcile one key at once; bulk per-region observation.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,6 +84,8 @@ impl From<StoreError> for Blocked {
 struct Converged {
     desired: String,
     observed: String,
+    /// Empty, or [`DELETED`] once teardown removed the resource.
+    reason: &'static str,
 }
 
 impl ControllerConfig {
@@ -186,13 +189,14 @@ impl Controller {
                 return Outcome::Retry("store");
             }
         };
-        if view.record.is_deleting() {
-            // TODO(#4): teardown in reverse order; until then a deleting shop is left as it is.
-            return Outcome::Done;
-        }
-        let result = match key.kind {
-            ResourceKind::TargetGroup => self.target_group(&view).await,
-            ResourceKind::Listener => self.listener(&view).await,
+        let result = match (key.kind, view.record.is_deleting()) {
+            (ResourceKind::TargetGroup, false) => self.target_group(&view).await,
+            (ResourceKind::Listener, false) => self.listener(&view).await,
+            (ResourceKind::Listener, true) => self.delete_listener(&view).await,
+            (ResourceKind::TargetGroup, true) => match self.delete_target_group(&view).await {
+                Ok(()) => return Outcome::Gone,
+                Err(blocked) => Err(blocked),
+            },
             _ => return Outcome::Done,
         };
         self.record(&view, key.kind, result).await
@@ -216,7 +220,7 @@ impl Controller {
                     converged.observed,
                     SyncState::Synced,
                     Health::Healthy,
-                    "",
+                    converged.reason,
                     String::new(),
                     0,
                 ),
@@ -380,6 +384,7 @@ impl Controller {
                 desired.targets.len()
             ),
             observed: group.map_or_else(String::new, |g| g.arn),
+            reason: "",
         })
     }
 
@@ -431,12 +436,93 @@ impl Controller {
         Ok(Converged {
             desired: format!("TCP :{} -> {name}", placed.port),
             observed: listener.map_or_else(String::new, |l| l.arn),
+            reason: "",
         })
     }
 }
 
+/// The status of a resource that teardown removed.
+const DELETED: &str = "Deleted";
+
+impl Controller {
+    /// Whether `kind` has been torn down for the shop's current (deletion) generation.
+    fn deleted(view: &ShopView, kind: ResourceKind) -> bool {
+        view.resources.iter().any(|r| {
+            r.kind == kind && r.reason == DELETED && r.observed_generation >= view.record.generation
+        })
+    }
+
+    fn gone() -> Converged {
+        Converged {
+            desired: "absent (shop deleted)".to_owned(),
+            observed: String::new(),
+            reason: DELETED,
+        }
+    }
+
+    /// Teardown, first step: the listener goes before the target group it forwards to.
+    async fn delete_listener(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        let Some(placed) = &view.placement else {
+            return Ok(Self::gone());
+        };
+        let region = view.record.spec.region.as_str();
+        let lb = self.cloud.load_balancing(region);
+        let owner = self.owner(view, ResourceKind::Listener);
+        let listeners = lb.describe_listeners(&placed.nlb_arn).await?;
+        for found in listeners.iter().filter(|l| l.port == placed.port) {
+            let tags = reconcilers::cloud::tags_of(lb.as_ref(), &found.arn).await?;
+            if Owner::from_tags(&tags).as_ref() != Some(&owner) {
+                continue;
+            }
+            match lb.delete_listener(&found.arn).await {
+                Err(error) if !error.is_not_found() => return Err(error.into()),
+                _ => {
+                    tracing::info!(shop = %view.record.spec.shop_domain, listener = %found.arn, "deleted listener")
+                }
+            }
+        }
+        Ok(Self::gone())
+    }
+
+    /// Teardown, last step: the target group once the listener is gone, then the placement and
+    /// the shop itself. A crash anywhere here is resumed by the next run: every step is
+    /// idempotent and the shop row goes last.
+    async fn delete_target_group(&self, view: &ShopView) -> Result<(), Blocked> {
+        if !Self::deleted(view, ResourceKind::Listener) {
+            return Err(Blocked {
+                reason: "WaitingForListenerDeletion",
+                message: "the listener goes first".to_owned(),
+                outcome: Outcome::Wait("dependency"),
+            });
+        }
+        let shop = view.record.spec.shop_domain.as_str();
+        if let Some(placed) = &view.placement {
+            let lb = self.cloud.load_balancing(view.record.spec.region.as_str());
+            let name =
+                reconcilers::names::target_group_name(&view.record.spec.shop_domain, placed.port);
+            let owner = self.owner(view, ResourceKind::TargetGroup);
+            let known = lb.list_target_groups().await?;
+            for group in known.iter().filter(|g| g.name == name) {
+                let tags = reconcilers::cloud::tags_of(lb.as_ref(), &group.arn).await?;
+                if Owner::from_tags(&tags).as_ref() != Some(&owner) {
+                    continue;
+                }
+                match lb.delete_target_group(&group.arn).await {
+                    Err(error) if !error.is_not_found() => return Err(error.into()),
+                    _ => tracing::info!(shop, target_group = %group.arn, "deleted target group"),
+                }
+            }
+        }
+        // TODO(#4): the nginx file, the shop's process and its artifact go here too.
+        if self.store.remove_shop(shop, now_millis()).await? {
+            tracing::info!(shop, "removed shop after teardown");
+        }
+        Ok(())
+    }
+}
+
 /// Wakes keys on changes: a spec change wakes every kind of the shop; a status change wakes
-/// the kinds after it in dependency order.
+/// its other kinds.
 async fn feed(
     mut changes: broadcast::Receiver<Change>,
     queues: Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>,
@@ -451,9 +537,12 @@ async fn feed(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         for (kind, queue) in &queues {
+            // Creation waits on the kinds before; teardown on the kinds after: a kind's status
+            // change wakes every other kind of the shop. Unchanged status is never rewritten,
+            // so this settles.
             let wake = match &change {
                 Change::Spec(_) => true,
-                Change::Status(_, Some(changed)) => changed < kind,
+                Change::Status(_, Some(changed)) => changed != kind,
                 Change::Status(_, None) => false,
             };
             if wake {

@@ -170,6 +170,10 @@ pub trait Store: Send + Sync + 'static {
     /// The newest `limit` events of a shop, oldest first.
     async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>>;
 
+    /// Removes a shop whose deletion was requested, once its teardown is done, with its status
+    /// and placement (its history stays). False when there was no such shop.
+    async fn remove_shop(&self, shop_domain: &str, now: i64) -> Result<bool>;
+
     /// Records the status of one resource (reconcilers only).
     async fn put_resource_status(&self, shop_domain: &str, status: &ResourceStatus) -> Result<()>;
 

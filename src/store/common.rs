@@ -728,6 +728,33 @@ macro_rules! impl_store {
                     Ok(record)
                 }
 
+                async fn remove_shop(&self, shop_domain: &str, now: i64) -> Result<bool> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin remove"))?;
+                    sqlx::query("DELETE FROM placements WHERE shop_domain = $1")
+                        .bind(shop_domain)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("delete placement"))?;
+                    let removed = sqlx::query(
+                        "DELETE FROM shops WHERE shop_domain = $1 \
+                         AND deletion_requested_at IS NOT NULL RETURNING generation",
+                    )
+                    .bind(shop_domain)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("delete shop"))?;
+                    let Some(row) = removed else {
+                        tx.rollback().await.map_err(db("end remove"))?;
+                        return Ok(false);
+                    };
+                    let generation: i64 = row.try_get(0).map_err(db("decode generation"))?;
+                    insert_event(&mut tx, shop_domain, now, generation, "Removed", "teardown finished")
+                        .await?;
+                    tx.commit().await.map_err(db("commit remove"))?;
+                    self.announce(Change::Spec(shop_domain.to_owned())).await;
+                    Ok(true)
+                }
+
                 async fn get_shop(&self, shop_domain: &str) -> Result<Option<ShopView>> {
                     let query = ShopQuery {
                         region: None,

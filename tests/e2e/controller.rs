@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reconcilers::cloud::{CloudProvider, LoadBalancing, TAG_INSTALLATION};
+use reconcilers::cloud::{CloudProvider, LoadBalancing, TAG_INSTALLATION, TAG_SHOP};
 use reconcilers::sim::ResourceType;
 use reconcilers::status::{ResourceKind, SyncState};
 use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::grpc::proto::DeleteShopRequest;
 use shop_controller::store::Store;
 
 use crate::support::{deploy_request, dev_server};
@@ -41,7 +42,7 @@ async fn converged(store: &dyn Store, shops: &[String]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shops_get_a_target_group_and_listener_and_drift_is_healed() {
+async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
     let (server, aws, store) = dev_server().await;
     let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
     let config = ControllerConfig::new("e2e", Duration::from_millis(500));
@@ -103,6 +104,52 @@ async fn shops_get_a_target_group_and_listener_and_drift_is_healed() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    client
+        .delete_shop(DeleteShopRequest {
+            shop_domain: shops[0].clone(),
+        })
+        .await
+        .expect("delete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store
+        .store
+        .get_shop(&shops[0])
+        .await
+        .expect("read")
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shop was not torn down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        aws.resources_tagged(TAG_SHOP, &shops[0]).is_empty(),
+        "teardown left objects behind"
+    );
+    assert_eq!(
+        aws.resources_tagged(TAG_INSTALLATION, "e2e").len(),
+        8,
+        "the others stay"
+    );
+    assert_eq!(
+        store
+            .store
+            .region_placements("eu-west-1")
+            .await
+            .expect("list")
+            .len(),
+        4
+    );
+    let events = store
+        .store
+        .shop_events(&shops[0], 10)
+        .await
+        .expect("events");
+    assert_eq!(events.last().map(|e| e.reason.as_str()), Some("Removed"));
+    converged(store.store.as_ref(), &shops[1..]).await;
 
     let _ = stop.send(());
     loops.await.expect("loops stop");

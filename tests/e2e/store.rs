@@ -543,6 +543,75 @@ async fn placements_never_share_a_port(store: TestStore) {
     assert_eq!(freed, first);
 }
 
+async fn only_a_shop_marked_for_deletion_is_removed(store: TestStore) {
+    let store = configured(&store).await;
+    store
+        .deploy_shop(&spec("a.es-hs.com", "v1"), 1)
+        .await
+        .expect("deploy");
+    let nlb = dev_instance_group().nlb_arns[0].clone();
+    let placed = Placed {
+        instance_group: "shops-a".to_owned(),
+        nlb_arn: nlb,
+        port: 20000,
+    };
+    store
+        .place_shop("a.es-hs.com", &placed, 2)
+        .await
+        .expect("place");
+    let status = ResourceStatus {
+        kind: ResourceKind::Listener,
+        desired: String::new(),
+        observed: String::new(),
+        sync: SyncState::Synced,
+        health: Health::Healthy,
+        reason: String::new(),
+        message: String::new(),
+        observed_generation: 1,
+        last_transition: 3,
+        attempts: 0,
+        next_attempt_at: None,
+    };
+    store
+        .put_resource_status("a.es-hs.com", &status)
+        .await
+        .expect("status");
+
+    assert!(
+        !store
+            .remove_shop("a.es-hs.com", 4)
+            .await
+            .expect("not deleting")
+    );
+    assert!(store.get_shop("a.es-hs.com").await.expect("read").is_some());
+    store.delete_shop("a.es-hs.com", 5).await.expect("mark");
+    assert!(store.remove_shop("a.es-hs.com", 6).await.expect("remove"));
+    assert!(store.get_shop("a.es-hs.com").await.expect("read").is_none());
+    assert!(
+        store
+            .region_placements("eu-west-1")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let events = store
+        .shop_events("a.es-hs.com", 10)
+        .await
+        .expect("history stays");
+    assert_eq!(events.last().map(|e| e.reason.as_str()), Some("Removed"));
+    assert!(
+        !store
+            .remove_shop("a.es-hs.com", 7)
+            .await
+            .expect("already gone")
+    );
+    let again = store
+        .deploy_shop(&spec("a.es-hs.com", "v2"), 8)
+        .await
+        .expect("deploy again");
+    assert_eq!(again.record.generation, 1, "a new shop starts over");
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -574,6 +643,7 @@ store_suite!(
     configuration_in_use_cannot_be_deleted,
     changes_are_announced,
     placements_never_share_a_port,
+    only_a_shop_marked_for_deletion_is_removed,
 );
 
 #[tokio::test]
