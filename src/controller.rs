@@ -20,10 +20,16 @@ use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
 
 use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
+
+mod nginx_config;
 use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 /// The kinds the controller reconciles, in dependency order.
-pub const KINDS: [ResourceKind; 2] = [ResourceKind::TargetGroup, ResourceKind::Listener];
+pub const KINDS: [ResourceKind; 3] = [
+    ResourceKind::TargetGroup,
+    ResourceKind::Listener,
+    ResourceKind::NginxConfig,
+];
 
 /// How the controller runs.
 #[derive(Clone, Debug)]
@@ -33,6 +39,10 @@ pub struct ControllerConfig {
     pub installation: String,
     pub loops: LoopConfig,
     pub health_check: HealthCheck,
+    /// The nginx binary that checks configs before they go live.
+    pub nginx_binary: std::path::PathBuf,
+    /// How shop server blocks listen and resolve their upstreams.
+    pub proxy: reconcilers::nginx::ProxySettings,
 }
 
 /// The reconcile loops of every kind.
@@ -47,6 +57,17 @@ struct Blocked {
     reason: &'static str,
     message: String,
     outcome: Outcome,
+}
+
+impl Blocked {
+    /// Waiting on another resource or on the world: not a failure.
+    fn waiting(reason: &'static str, message: &str) -> Self {
+        Blocked {
+            reason,
+            message: message.to_owned(),
+            outcome: Outcome::Wait("dependency"),
+        }
+    }
 }
 
 impl From<CloudError> for Blocked {
@@ -98,6 +119,8 @@ impl ControllerConfig {
                 ..LoopConfig::default()
             },
             health_check: HealthCheck::default(),
+            nginx_binary: "/usr/sbin/nginx".into(),
+            proxy: reconcilers::nginx::ProxySettings::default(),
         }
     }
 }
@@ -193,6 +216,8 @@ impl Controller {
             (ResourceKind::TargetGroup, false) => self.target_group(&view).await,
             (ResourceKind::Listener, false) => self.listener(&view).await,
             (ResourceKind::Listener, true) => self.delete_listener(&view).await,
+            (ResourceKind::NginxConfig, false) => self.nginx_config(&view).await,
+            (ResourceKind::NginxConfig, true) => self.delete_nginx_config(&view).await,
             (ResourceKind::TargetGroup, true) => match self.delete_target_group(&view).await {
                 Ok(()) => return Outcome::Gone,
                 Err(blocked) => Err(blocked),
@@ -227,7 +252,11 @@ impl Controller {
                 Outcome::Done,
             ),
             Err(blocked) => {
-                let attempts = previous.map_or(0, |p| p.attempts) + 1;
+                // Only failures count: a wait that repeats itself leaves the status unchanged,
+                // so it is not rewritten and wakes nobody (two kinds waiting on each other's
+                // status would otherwise wake each other forever).
+                let failed = matches!(blocked.outcome, Outcome::Retry(_));
+                let attempts = previous.map_or(0, |p| p.attempts) + u32::from(failed);
                 let health = if matches!(blocked.outcome, Outcome::Retry(_)) {
                     Health::Degraded
                 } else {
@@ -460,8 +489,15 @@ impl Controller {
         }
     }
 
-    /// Teardown, first step: the listener goes before the target group it forwards to.
+    /// Teardown, second step: the listener goes after the nginx file that points at it and
+    /// before the target group it forwards to.
     async fn delete_listener(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        if !Self::deleted(view, ResourceKind::NginxConfig) {
+            return Err(Blocked::waiting(
+                "WaitingForNginxConfigDeletion",
+                "the nginx file goes first",
+            ));
+        }
         let Some(placed) = &view.placement else {
             return Ok(Self::gone());
         };

@@ -6,6 +6,7 @@
 //! ```
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Arc;
 
 use reconcilers::Hostname;
@@ -89,7 +90,13 @@ pub fn dev_instance_group_with(nlb: &str) -> InstanceGroup {
 /// Seeds the simulated AWS with sample sources, instances and load balancers, and the store
 /// with the sample region and group (fields an operator changed are kept, except the ARNs of
 /// the simulated load balancers, which are new on every start).
-pub async fn seed(store: &dyn Store, aws: &Arc<SimulatedAws>) -> Result<(), StoreError> {
+///
+/// `nginx_dir` (absolute, existing) stands in for the EFS directory the proxies read.
+pub async fn seed(
+    store: &dyn Store,
+    aws: &Arc<SimulatedAws>,
+    nginx_dir: &Path,
+) -> Result<(), StoreError> {
     aws.create_bucket(DEV_SOURCE_BUCKET);
     aws.create_bucket(DEV_ARTIFACT_BUCKET);
     for shop in DEV_SAMPLE_SHOPS {
@@ -105,10 +112,15 @@ pub async fn seed(store: &dyn Store, aws: &Arc<SimulatedAws>) -> Result<(), Stor
 
     // The simulated account starts empty on every run, so its ARNs are written every time.
     let now = now_millis();
-    let mut region = dev_region_config_with(&alb_listener);
+    let nginx_config_dir = nginx_dir.display().to_string();
+    let mut region = RegionConfig {
+        nginx_config_dir,
+        ..dev_region_config_with(&alb_listener)
+    };
     if let Some(stored) = store.get_region_config(DEV_REGION).await? {
         region = RegionConfig {
             alb_https_listener_arns: vec![alb_listener],
+            nginx_config_dir: region.nginx_config_dir,
             ..stored
         };
     }

@@ -47,7 +47,12 @@ async fn main() -> anyhow::Result<()> {
             }
             let store = store::open(&format!("sqlite:{}", args.database.display())).await?;
             let aws = Arc::new(SimulatedAws::new());
-            dev::seed(store.as_ref(), &aws).await?;
+            let nginx_dir = std::env::current_dir()?
+                .join(dev_dir(&args.database))
+                .join("nginx");
+            std::fs::create_dir_all(&nginx_dir)
+                .with_context(|| format!("create {}", nginx_dir.display()))?;
+            dev::seed(store.as_ref(), &aws, &nginx_dir).await?;
             let listener = TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
@@ -77,4 +82,12 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// The directory of the dev database, where the dev controller keeps its other files too.
+fn dev_dir(database: &std::path::Path) -> std::path::PathBuf {
+    database
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
 }

@@ -292,6 +292,13 @@ fn record(outcome: Outcome, decision: &Decision, elapsed: Duration) {
             retry_in = ?next_in,
             "reconcile failed, will retry"
         ),
+        // Waiting on another resource of the shop is the normal order of things, not a warning.
+        Outcome::Wait(reason @ "dependency") => debug!(
+            reason,
+            attempt = decision.attempts.waits,
+            retry_in = ?next_in,
+            "reconcile waits on another resource"
+        ),
         Outcome::Wait(reason) => warn!(
             reason,
             attempt = decision.attempts.waits,

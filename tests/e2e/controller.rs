@@ -10,7 +10,10 @@ use shop_controller::controller::{Controller, ControllerConfig};
 use shop_controller::grpc::proto::DeleteShopRequest;
 use shop_controller::store::Store;
 
-use crate::support::{deploy_request, dev_server};
+use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
+use shop_controller::grpc::Auth;
+
+use crate::support::{TestServer, deploy_request, sqlite_store};
 
 fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
@@ -20,15 +23,20 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     })
 }
 
-/// Waits until every shop has a synced target group and listener.
+/// Waits until every shop has a synced target group, listener and nginx config.
 async fn converged(store: &dyn Store, shops: &[String]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut done = true;
         for shop in shops {
             let view = store.get_shop(shop).await.expect("read").expect("exists");
-            done &=
-                synced(&view, ResourceKind::TargetGroup) && synced(&view, ResourceKind::Listener);
+            done &= [
+                ResourceKind::TargetGroup,
+                ResourceKind::Listener,
+                ResourceKind::NginxConfig,
+            ]
+            .into_iter()
+            .all(|kind| synced(&view, kind));
         }
         if done {
             return;
@@ -43,7 +51,20 @@ async fn converged(store: &dyn Store, shops: &[String]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
-    let (server, aws, store) = dev_server().await;
+    // The simulated clock runs 40 times faster: proxy reloads take 0.1 s instead of 4 s.
+    let store = sqlite_store().await;
+    let config = SimConfig {
+        clock: ClockMode::Scaled(40.0),
+        ..SimConfig::default()
+    };
+    let aws = Arc::new(SimulatedAws::with_config(config));
+    let nginx_dir = store.dir.path().join("nginx");
+    std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
+    shop_controller::dev::seed(store.store.as_ref(), &aws, &nginx_dir)
+        .await
+        .expect("seed");
+    let server =
+        TestServer::start(store.store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
     let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
     let config = ControllerConfig::new("e2e", Duration::from_millis(500));
     let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
@@ -101,6 +122,21 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the deleted listener was not recreated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let file = |shop: &str| nginx_dir.join(format!("{shop}.conf"));
+    for shop in &shops {
+        let text = std::fs::read_to_string(file(shop)).expect("nginx file of every shop");
+        assert!(text.contains(&format!("server_name {shop};")), "{text}");
+    }
+    std::fs::remove_file(file(&shops[1])).expect("out-of-band delete");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !file(&shops[1]).exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted nginx file was not rewritten"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -23,7 +23,8 @@ use tonic::transport::Channel;
 /// A store and whatever must live as long as it (the SQLite file's directory).
 pub struct TestStore {
     pub store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
+    /// Lives as long as the store: the SQLite file and the nginx config directory are in it.
+    pub dir: tempfile::TempDir,
 }
 
 pub async fn sqlite_store() -> TestStore {
@@ -34,7 +35,7 @@ pub async fn sqlite_store() -> TestStore {
         .expect("open sqlite");
     TestStore {
         store: Arc::new(store),
-        _dir: Some(dir),
+        dir,
     }
 }
 
@@ -45,7 +46,7 @@ pub async fn postgres_store() -> TestStore {
         .expect("connect postgres");
     TestStore {
         store: Arc::new(store),
-        _dir: None,
+        dir: tempfile::tempdir().expect("temp dir"),
     }
 }
 
@@ -158,7 +159,11 @@ pub async fn moto_s3() -> aws_sdk_s3::Client {
 /// A simulated AWS and store seeded like `shop-controller dev`.
 pub async fn seeded(store: &TestStore) -> Arc<SimulatedAws> {
     let aws = Arc::new(SimulatedAws::new());
-    dev::seed(store.store.as_ref(), &aws).await.expect("seed");
+    let nginx_dir = store.dir.path().join("nginx");
+    std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
+    dev::seed(store.store.as_ref(), &aws, &nginx_dir)
+        .await
+        .expect("seed");
     aws
 }
 

@@ -1,0 +1,216 @@
+//! The nginx_config resource: the shop's server block in the region's config directory on
+//! EFS, installed only after `nginx -t` passed for the whole directory, then a reload of the
+//! proxy fleet through SSM, one proxy first and the rest after it succeeded. A file nginx
+//! rejects is quarantined and the previous good one stays live.
+
+use std::time::Duration;
+
+use reconcilers::Hostname;
+use reconcilers::cloud::{CommandRequest, CommandTarget, InvocationStatus, RunCommand};
+use reconcilers::config::RegionConfig;
+use reconcilers::nginx::{self as render, ConfigFileName, FileDrift, ShopSite, Upstream};
+use reconcilers::status::{ResourceKind, SyncState};
+
+use super::{Blocked, Controller, Converged};
+use crate::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir, NginxError};
+use crate::runtime::Outcome;
+use crate::store::ShopView;
+
+/// Checks the config before reloading, so a proxy never drops a working config.
+const RELOAD: [&str; 2] = ["nginx -t", "nginx -s reload"];
+/// How often a reload's invocations are looked at while it runs.
+const RELOAD_POLL: Duration = Duration::from_millis(250);
+/// The longest a reload of one batch of proxies may take.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Controller {
+    /// The config directory of a region.
+    fn nginx_dir(&self, region: &RegionConfig) -> Result<NginxDir, Blocked> {
+        NginxDir::new(
+            &region.nginx_config_dir,
+            &self.config.nginx_binary,
+            DEFAULT_MAIN_CONFIG_TEMPLATE,
+        )
+        .map_err(|error| Blocked {
+            reason: "NginxDirUnusable",
+            message: error.to_string(),
+            outcome: Outcome::Retry("nginx_dir"),
+        })
+    }
+
+    pub(super) async fn nginx_config(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        if !self.synced(view, ResourceKind::Listener) {
+            return Err(Blocked::waiting(
+                "WaitingForListener",
+                "the shop's listener is not ready yet",
+            ));
+        }
+        let region = self.region(view).await?;
+        let placed = self.placement(view, &region).await?;
+        let lb = self.cloud.load_balancing(region.region.as_str());
+        let nlb = lb
+            .describe_load_balancers(std::slice::from_ref(&placed.nlb_arn))
+            .await?;
+        let dns_name = nlb.first().map(|n| n.dns_name.clone()).unwrap_or_default();
+        let host = Hostname::parse(&dns_name).map_err(|error| Blocked {
+            reason: "BadUpstream",
+            message: format!("nlb dns name {dns_name:?} {error}"),
+            outcome: Outcome::Retry("upstream"),
+        })?;
+        let spec = &view.record.spec;
+        let site = ShopSite {
+            shop_domain: spec.shop_domain.clone(),
+            custom_domain: spec.custom_domain.clone(),
+            upstream: Upstream {
+                host,
+                port: placed.port,
+            },
+            generation: view.record.generation,
+        };
+        let text = render::render(&site, &self.config.proxy);
+        let file = file_name(&spec.shop_domain)?;
+        let dir = self.nginx_dir(&region)?;
+
+        let observed = dir.read(&file).await.map_err(nginx_error)?;
+        let drift = render::compare(&text, observed.as_deref());
+        if drift != FileDrift::InSync {
+            tracing::info!(shop = %spec.shop_domain, drift = ?drift, "installing nginx config");
+            dir.install(&file, &text).await.map_err(nginx_error)?;
+        }
+        // A file already in place may not have been reloaded yet (a crash in between): reload
+        // until this generation's status says it was.
+        let reloaded = drift == FileDrift::InSync && self.synced(view, ResourceKind::NginxConfig);
+        let proxies = if reloaded {
+            None
+        } else {
+            Some(self.reload_proxies(&region).await?)
+        };
+        Ok(Converged {
+            desired: format!(
+                "{} for generation {}",
+                file.as_str(),
+                view.record.generation
+            ),
+            observed: match proxies {
+                Some(count) => format!("installed, reloaded on {count} proxies"),
+                None => previous_observed(view),
+            },
+            reason: "",
+        })
+    }
+
+    /// Teardown, first step: the file goes (and the proxies reload) before the listener the
+    /// file points at.
+    pub(super) async fn delete_nginx_config(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        let region = self.region(view).await?;
+        let dir = self.nginx_dir(&region)?;
+        let file = file_name(&view.record.spec.shop_domain)?;
+        if dir.remove(&file).await.map_err(nginx_error)? {
+            tracing::info!(shop = %view.record.spec.shop_domain, "removed nginx config");
+            self.reload_proxies(&region).await?;
+        }
+        Ok(Self::gone())
+    }
+
+    /// Reloads every proxy of the region, one first; returns how many reloaded.
+    async fn reload_proxies(&self, region: &RegionConfig) -> Result<usize, Blocked> {
+        let fleet = self.cloud.fleet(region.region.as_str());
+        let proxies: Vec<String> = fleet
+            .running_instances(&region.proxy_name_tag)
+            .await?
+            .into_iter()
+            .map(|instance| instance.id)
+            .collect();
+        let Some((first, rest)) = proxies.split_first() else {
+            return Err(Blocked::waiting(
+                "NoProxies",
+                &format!("no running instance has Name tag {}", region.proxy_name_tag),
+            ));
+        };
+        let ssm = self.cloud.run_command(region.region.as_str());
+        reload(ssm.as_ref(), std::slice::from_ref(first)).await?;
+        if !rest.is_empty() {
+            reload(ssm.as_ref(), rest).await?;
+        }
+        Ok(proxies.len())
+    }
+
+    /// Whether `kind` converged for the shop's current generation.
+    pub(super) fn synced(&self, view: &ShopView, kind: ResourceKind) -> bool {
+        view.resources.iter().any(|r| {
+            r.kind == kind
+                && r.sync == SyncState::Synced
+                && r.observed_generation >= view.record.generation
+        })
+    }
+}
+
+/// Sends the reload to `instances` and waits until each one finished it.
+async fn reload(ssm: &dyn RunCommand, instances: &[String]) -> Result<(), Blocked> {
+    let request = CommandRequest {
+        target: CommandTarget::Instances(instances.to_vec()),
+        commands: RELOAD.iter().map(|c| (*c).to_owned()).collect(),
+        comment: "shop-controller: reload nginx".to_owned(),
+        timeout_seconds: RELOAD_TIMEOUT.as_secs() as u32,
+    };
+    let command_id = ssm.send_command(&request).await?;
+    let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
+    loop {
+        tokio::time::sleep(RELOAD_POLL).await;
+        let invocations = ssm.invocations(&command_id).await?;
+        if let Some(failed) = invocations
+            .iter()
+            .find(|i| i.status.is_done() && i.status != InvocationStatus::Success)
+        {
+            return Err(Blocked {
+                reason: "ReloadFailed",
+                message: format!(
+                    "nginx reload on {} ended {:?}: {}",
+                    failed.instance_id, failed.status, failed.error
+                ),
+                outcome: Outcome::Retry("reload"),
+            });
+        }
+        let done = invocations.iter().filter(|i| i.status.is_done()).count();
+        if done == instances.len() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Blocked {
+                reason: "ReloadTimedOut",
+                message: format!("{done} of {} proxies reloaded in time", instances.len()),
+                outcome: Outcome::Retry("reload"),
+            });
+        }
+    }
+}
+
+fn file_name(shop: &Hostname) -> Result<ConfigFileName, Blocked> {
+    ConfigFileName::for_shop(shop).map_err(|error| Blocked {
+        reason: "ShopDomainTooLong",
+        message: error.to_string(),
+        outcome: Outcome::Wait("invalid"),
+    })
+}
+
+fn previous_observed(view: &ShopView) -> String {
+    view.resources
+        .iter()
+        .find(|r| r.kind == ResourceKind::NginxConfig)
+        .map(|r| r.observed.clone())
+        .unwrap_or_default()
+}
+
+/// A config nginx rejects is the shop's problem, not the fleet's: degraded, retried slowly.
+fn nginx_error(error: NginxError) -> Blocked {
+    let reason = match error {
+        NginxError::CheckCandidate { .. } => "Quarantined",
+        NginxError::CheckConfig { .. } => "FleetConfigBroken",
+        _ => "NginxDirError",
+    };
+    Blocked {
+        reason,
+        message: error.to_string(),
+        outcome: Outcome::Retry(error.kind()),
+    }
+}
