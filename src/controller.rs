@@ -1,13 +1,14 @@
 //! The controller: one reconcile loop per resource kind, each with its own [`WorkQueue`], fed
 //! by the store's change feed (a spec change wakes every kind of the shop; a status change
-//! wakes the kinds that depend on it) and by periodic resyncs. A reconcile loads the shop from
-//! the store, runs the resource's observe / diff / apply against the cloud and records what it
-//! saw as status. It decides nothing about timing: it returns an [`Outcome`].
+//! wakes its other kinds) and by periodic resyncs. A reconcile loads the shop from the store,
+//! runs the resource's observe / diff / apply against the cloud and records what it saw as
+//! status. It decides nothing about timing: it returns an [`Outcome`].
 //!
-//! Today the loops run placement, `target_group` and `listener`, and their teardown in reverse
-//! order when a shop is deleted (the shop row goes last, so a crash resumes the teardown).
-//! TODO(#4): artifact, deployment, nginx_config and restart; leases so that several
-//! PostgreSQL replicas never reconcile one key at once; bulk per-region observation.
+//! Today the loops run placement, `target_group`, `listener`, `nginx_config` and `restart`,
+//! and the teardown in reverse order when a shop is deleted (the shop row goes last, so a
+//! crash resumes the teardown).
+//! TODO(#4): artifact and deployment; leases so that several PostgreSQL replicas never
+//! reconcile one key at once; bulk per-region observation.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,15 +21,17 @@ use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
 
 use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
-
-mod nginx_config;
 use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
 
+mod nginx_config;
+mod restart;
+
 /// The kinds the controller reconciles, in dependency order.
-pub const KINDS: [ResourceKind; 3] = [
+pub const KINDS: [ResourceKind; 4] = [
     ResourceKind::TargetGroup,
     ResourceKind::Listener,
     ResourceKind::NginxConfig,
+    ResourceKind::Restart,
 ];
 
 /// How the controller runs.
@@ -218,6 +221,9 @@ impl Controller {
             (ResourceKind::Listener, true) => self.delete_listener(&view).await,
             (ResourceKind::NginxConfig, false) => self.nginx_config(&view).await,
             (ResourceKind::NginxConfig, true) => self.delete_nginx_config(&view).await,
+            (ResourceKind::Restart, false) => self.restart(&view).await,
+            // Nothing of a restart outlives the shop's process.
+            (ResourceKind::Restart, true) => Ok(Self::gone()),
             (ResourceKind::TargetGroup, true) => match self.delete_target_group(&view).await {
                 Ok(()) => return Outcome::Gone,
                 Err(blocked) => Err(blocked),

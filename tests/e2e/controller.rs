@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reconcilers::cloud::{CloudProvider, LoadBalancing, TAG_INSTALLATION, TAG_SHOP};
+use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_INSTALLATION, TAG_SHOP};
 use reconcilers::sim::ResourceType;
-use reconcilers::status::{ResourceKind, SyncState};
+use reconcilers::status::{ResourceKind, ResourceStatus, SyncState};
 use shop_controller::controller::{Controller, ControllerConfig};
-use shop_controller::grpc::proto::DeleteShopRequest;
+use shop_controller::grpc::proto::{DeleteShopRequest, RestartShopRequest};
 use shop_controller::store::Store;
 
 use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
@@ -141,6 +141,40 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A restart runs on every instance of the group, and a failing one shows in status.
+    let restart = RestartShopRequest {
+        shop_domain: shops[2].clone(),
+        region: "eu-west-1".to_owned(),
+    };
+    client.restart_shop(restart.clone()).await.expect("restart");
+    let status = wait_for(
+        store.store.as_ref(),
+        &shops[2],
+        ResourceKind::Restart,
+        |r| r.sync == SyncState::Synced && r.desired == "restart 1",
+    )
+    .await;
+    assert_eq!(
+        status.observed.matches("i-").count(),
+        2,
+        "{}",
+        status.observed
+    );
+    aws.fail_commands_on(&group_instances(&aws).await[0], "service shop@ not found");
+    client.restart_shop(restart).await.expect("restart again");
+    let failed = wait_for(
+        store.store.as_ref(),
+        &shops[2],
+        ResourceKind::Restart,
+        |r| r.reason == "RestartFailed",
+    )
+    .await;
+    assert!(
+        failed.message.contains("service shop@ not found"),
+        "{}",
+        failed.message
+    );
+
     client
         .delete_shop(DeleteShopRequest {
             shop_domain: shops[0].clone(),
@@ -189,4 +223,32 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
 
     let _ = stop.send(());
     loops.await.expect("loops stop");
+}
+
+/// Waits until the shop's `kind` status satisfies `done`, and returns it.
+async fn wait_for(
+    store: &dyn Store,
+    shop: &str,
+    kind: ResourceKind,
+    done: impl Fn(&ResourceStatus) -> bool,
+) -> ResourceStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = store.get_shop(shop).await.expect("read").expect("exists");
+        if let Some(status) = view.resources.iter().find(|r| r.kind == kind && done(r)) {
+            return status.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind} of {shop} never got there: {:?}",
+            view.resources
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The running instances of the seeded group.
+async fn group_instances(aws: &SimulatedAws) -> Vec<String> {
+    let instances = aws.running_instances("shops-a").await.expect("list");
+    instances.into_iter().map(|i| i.id).collect()
 }

@@ -1,0 +1,100 @@
+//! The restart resource: when the spec's `restart_generation` moves past the last one done,
+//! restart the shop's process on its instances through SSM, one instance at a time so the shop
+//! stays up, and record the result per instance. The command comes from
+//! [`RestartCommand`](reconcilers::shell::RestartCommand): only validated values, quoted.
+
+use std::time::Duration;
+
+use reconcilers::cloud::{CommandRequest, CommandTarget, InvocationStatus, RunCommand};
+use reconcilers::shell::RestartCommand;
+use reconcilers::status::{ResourceKind, SyncState};
+
+use super::{Blocked, Controller, Converged};
+use crate::runtime::Outcome;
+use crate::store::ShopView;
+
+const POLL: Duration = Duration::from_millis(250);
+/// The longest one instance's restart may take.
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The desired value recorded in status; how a later run knows which restart was done.
+fn desired(restart_generation: i64) -> String {
+    format!("restart {restart_generation}")
+}
+
+impl Controller {
+    pub(super) async fn restart(&self, view: &ShopView) -> Result<Converged, Blocked> {
+        let wanted = view.record.restart_generation;
+        let previous = view
+            .resources
+            .iter()
+            .find(|r| r.kind == ResourceKind::Restart);
+        let done =
+            previous.is_some_and(|p| p.sync == SyncState::Synced && p.desired == desired(wanted));
+        if wanted == 0 || done {
+            return Ok(Converged {
+                desired: desired(wanted),
+                observed: previous.map(|p| p.observed.clone()).unwrap_or_default(),
+                reason: "",
+            });
+        }
+        let region = self.region(view).await?;
+        let placed = self.placement(view, &region).await?;
+        let instances = self
+            .cloud
+            .fleet(region.region.as_str())
+            .running_instances(&placed.instance_group)
+            .await?;
+        let command = RestartCommand::new(&view.record.spec.shop_domain, placed.port);
+        let ssm = self.cloud.run_command(region.region.as_str());
+        // One at a time: the others keep serving while one restarts.
+        let mut restarted = Vec::new();
+        for instance in &instances {
+            restart_one(ssm.as_ref(), &command, &instance.id).await?;
+            restarted.push(instance.id.clone());
+        }
+        tracing::info!(shop = %view.record.spec.shop_domain, restart_generation = wanted, instances = restarted.len(), "restarted shop");
+        Ok(Converged {
+            desired: desired(wanted),
+            observed: format!("restarted on {}", restarted.join(", ")),
+            reason: "",
+        })
+    }
+}
+
+async fn restart_one(
+    ssm: &dyn RunCommand,
+    command: &RestartCommand,
+    instance: &str,
+) -> Result<(), Blocked> {
+    let request = CommandRequest {
+        target: CommandTarget::Instances(vec![instance.to_owned()]),
+        commands: command.commands(),
+        comment: command.comment(),
+        timeout_seconds: TIMEOUT.as_secs() as u32,
+    };
+    let command_id = ssm.send_command(&request).await?;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let invocations = ssm.invocations(&command_id).await?;
+        match invocations.first().map(|i| (i.status, i.error.clone())) {
+            Some((InvocationStatus::Success, _)) => return Ok(()),
+            Some((status, error)) if status.is_done() => {
+                return Err(Blocked {
+                    reason: "RestartFailed",
+                    message: format!("restart on {instance} ended {status:?}: {error}"),
+                    outcome: Outcome::Retry("restart"),
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err(Blocked {
+                    reason: "RestartTimedOut",
+                    message: format!("restart on {instance} did not finish in time"),
+                    outcome: Outcome::Retry("restart"),
+                });
+            }
+            _ => {}
+        }
+    }
+}
