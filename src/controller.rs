@@ -4,11 +4,11 @@
 //! runs the resource's observe / diff / apply against the cloud and records what it saw as
 //! status. It decides nothing about timing: it returns an [`Outcome`].
 //!
-//! Today the loops run placement, `target_group`, `listener`, `nginx_config` and `restart`,
-//! and the teardown in reverse order when a shop is deleted (the shop row goes last, so a
-//! crash resumes the teardown).
-//! TODO(#4): artifact and deployment; leases so that several PostgreSQL replicas never
-//! reconcile one key at once; bulk per-region observation.
+//! Today the loops run `artifact`, placement, `target_group`, `listener`, `nginx_config` and
+//! `restart`, and the teardown in reverse order when a shop is deleted (the shop row goes
+//! last, so a crash resumes the teardown).
+//! TODO(#4): deployment; leases so that several PostgreSQL replicas never reconcile one key at
+//! once; bulk per-region observation.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,11 +23,13 @@ use tokio::sync::broadcast;
 use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
 use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
 
+mod artifact;
 mod nginx_config;
 mod restart;
 
 /// The kinds the controller reconciles, in dependency order.
-pub const KINDS: [ResourceKind; 4] = [
+pub const KINDS: [ResourceKind; 5] = [
+    ResourceKind::Artifact,
     ResourceKind::TargetGroup,
     ResourceKind::Listener,
     ResourceKind::NginxConfig,
@@ -221,6 +223,10 @@ impl Controller {
             (ResourceKind::Listener, true) => self.delete_listener(&view).await,
             (ResourceKind::NginxConfig, false) => self.nginx_config(&view).await,
             (ResourceKind::NginxConfig, true) => self.delete_nginx_config(&view).await,
+            (ResourceKind::Artifact, false) => self.artifact(&view).await,
+            // Artifacts are kept per source version for rollbacks; a bucket lifecycle rule
+            // expires them.
+            (ResourceKind::Artifact, true) => Ok(Self::gone()),
             (ResourceKind::Restart, false) => self.restart(&view).await,
             // Nothing of a restart outlives the shop's process.
             (ResourceKind::Restart, true) => Ok(Self::gone()),

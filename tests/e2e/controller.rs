@@ -13,7 +13,7 @@ use shop_controller::store::Store;
 use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
 use shop_controller::grpc::Auth;
 
-use crate::support::{TestServer, deploy_request, sqlite_store};
+use crate::support::{TestServer, TestStore, deploy_request, sqlite_store};
 
 fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
@@ -49,9 +49,18 @@ async fn converged(store: &dyn Store, shops: &[String]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
-    // The simulated clock runs 40 times faster: proxy reloads take 0.1 s instead of 4 s.
+/// A controller running over a seeded SQLite store and a simulated AWS whose clock runs 40
+/// times faster (proxy reloads take 0.1 s instead of 4 s, builds 1.5 s instead of 60 s).
+struct Running {
+    server: TestServer,
+    aws: Arc<SimulatedAws>,
+    store: TestStore,
+    nginx_dir: std::path::PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    loops: tokio::task::JoinHandle<()>,
+}
+
+async fn start() -> Running {
     let store = sqlite_store().await;
     let config = SimConfig {
         clock: ClockMode::Scaled(40.0),
@@ -72,7 +81,32 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
     let loops = tokio::spawn(controller.run(async move {
         let _ = stopped.await;
     }));
+    Running {
+        server,
+        aws,
+        store,
+        nginx_dir,
+        stop,
+        loops,
+    }
+}
 
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.loops.await.expect("loops stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
+    let running = start().await;
+    let (server, aws, store, nginx_dir) = (
+        &running.server,
+        &running.aws,
+        &running.store,
+        &running.nginx_dir,
+    );
     let mut client = server.shops().await;
     let shops: Vec<String> = (0..5).map(|i| format!("shop-{i}.es-hs.com")).collect();
     for shop in &shops {
@@ -160,7 +194,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         "{}",
         status.observed
     );
-    aws.fail_commands_on(&group_instances(&aws).await[0], "service shop@ not found");
+    aws.fail_commands_on(&group_instances(aws).await[0], "service shop@ not found");
     client.restart_shop(restart).await.expect("restart again");
     let failed = wait_for(
         store.store.as_ref(),
@@ -221,8 +255,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
     assert_eq!(events.last().map(|e| e.reason.as_str()), Some("Removed"));
     converged(store.store.as_ref(), &shops[1..]).await;
 
-    let _ = stop.send(());
-    loops.await.expect("loops stop");
+    running.stop().await;
 }
 
 /// Waits until the shop's `kind` status satisfies `done`, and returns it.
@@ -251,4 +284,92 @@ async fn wait_for(
 async fn group_instances(aws: &SimulatedAws) -> Vec<String> {
     let instances = aws.running_instances("shops-a").await.expect("list");
     instances.into_iter().map(|i| i.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_version_is_never_built_again_and_a_failed_build_is_shown() {
+    let running = start().await;
+    let (server, aws, store) = (&running.server, &running.aws, &running.store);
+    let mut client = server.shops().await;
+    let shop = "rollback.es-hs.com";
+    let key = format!("{shop}.zip");
+    let artifact_synced = |version: String| {
+        move |r: &ResourceStatus| r.sync == SyncState::Synced && r.desired.contains(&version)
+    };
+
+    let v1 = aws.put_object(
+        "shop-sources",
+        &key,
+        shop_controller::dev::sample_shop_zip(),
+    );
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy v1");
+    wait_for(
+        store.store.as_ref(),
+        shop,
+        ResourceKind::Artifact,
+        artifact_synced(v1.clone()),
+    )
+    .await;
+    let v2 = aws.put_object(
+        "shop-sources",
+        &key,
+        shop_controller::dev::sample_shop_zip(),
+    );
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy v2");
+    wait_for(
+        store.store.as_ref(),
+        shop,
+        ResourceKind::Artifact,
+        artifact_synced(v2.clone()),
+    )
+    .await;
+    assert_eq!(aws.call_count("codebuild:StartBuild"), 2);
+
+    let mut rollback = deploy_request(shop);
+    rollback.source_version = Some(v1.clone());
+    client.deploy_shop(rollback).await.expect("roll back to v1");
+    wait_for(
+        store.store.as_ref(),
+        shop,
+        ResourceKind::Artifact,
+        artifact_synced(v1),
+    )
+    .await;
+    assert_eq!(
+        aws.call_count("codebuild:StartBuild"),
+        2,
+        "a rollback reuses the artifact"
+    );
+
+    let v3 = aws.put_object(
+        "shop-sources",
+        &key,
+        shop_controller::dev::sample_shop_zip(),
+    );
+    aws.fail_builds_of(&v3, "BUILD");
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy v3");
+    let failed = wait_for(store.store.as_ref(), shop, ResourceKind::Artifact, |r| {
+        r.reason == "BuildFailed"
+    })
+    .await;
+    assert!(
+        failed.message.contains("in phase BUILD"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.starts_with("build shop-build:"),
+        "names the build: {}",
+        failed.message
+    );
+    running.stop().await;
 }
