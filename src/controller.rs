@@ -4,11 +4,11 @@
 //! runs the resource's observe / diff / apply against the cloud and records what it saw as
 //! status. It decides nothing about timing: it returns an [`Outcome`].
 //!
-//! Today the loops run `artifact`, placement, `target_group`, `listener`, `nginx_config` and
-//! `restart`, and the teardown in reverse order when a shop is deleted (the shop row goes
-//! last, so a crash resumes the teardown).
-//! TODO(#4): deployment; leases so that several PostgreSQL replicas never reconcile one key at
-//! once; bulk per-region observation.
+//! The loops run `artifact`, `deployment`, placement, `target_group`, `listener`,
+//! `nginx_config` and `restart`, and the teardown in reverse order when a shop is deleted (the
+//! shop row goes last, so a crash resumes the teardown).
+//! TODO(#4): leases so that several PostgreSQL replicas never reconcile one key at once; bulk
+//! per-region observation.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,12 +24,14 @@ use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
 use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 mod artifact;
+mod deployment;
 mod nginx_config;
 mod restart;
 
 /// The kinds the controller reconciles, in dependency order.
-pub const KINDS: [ResourceKind; 5] = [
+pub const KINDS: [ResourceKind; 6] = [
     ResourceKind::Artifact,
+    ResourceKind::Deployment,
     ResourceKind::TargetGroup,
     ResourceKind::Listener,
     ResourceKind::NginxConfig,
@@ -227,6 +229,9 @@ impl Controller {
             // Artifacts are kept per source version for rollbacks; a bucket lifecycle rule
             // expires them.
             (ResourceKind::Artifact, true) => Ok(Self::gone()),
+            (ResourceKind::Deployment, false) => self.deployment(&view).await,
+            // TODO(#4): stop the shop's process on its instances.
+            (ResourceKind::Deployment, true) => Ok(Self::gone()),
             (ResourceKind::Restart, false) => self.restart(&view).await,
             // Nothing of a restart outlives the shop's process.
             (ResourceKind::Restart, true) => Ok(Self::gone()),
@@ -308,8 +313,38 @@ impl Controller {
                 tracing::warn!(shop, kind = kind.as_str(), %error, "could not record status");
                 return Outcome::Retry("store");
             }
+            self.record_readiness(view, &status).await;
         }
         outcome
+    }
+
+    /// Keeps the shop's Ready flag (what `ListShops --not-ready` filters on) in step with its
+    /// resources, now that one of them changed.
+    async fn record_readiness(&self, view: &ShopView, changed: &ResourceStatus) {
+        let mut resources: Vec<ResourceStatus> = view
+            .resources
+            .iter()
+            .filter(|r| r.kind != changed.kind)
+            .cloned()
+            .collect();
+        resources.push(changed.clone());
+        let needed = view.record.needed_kinds();
+        let generation = view.record.generation;
+        let (_, blocker) =
+            reconcilers::status::summarize(generation, &needed, &resources, now_millis());
+        let ready = blocker.is_none() && !view.record.is_deleting();
+        if ready != view.ready {
+            let shop = view.record.spec.shop_domain.as_str();
+            if let Err(error) = self
+                .store
+                .set_shop_ready(shop, ready, generation, now_millis())
+                .await
+            {
+                tracing::warn!(shop, %error, "could not record readiness");
+            } else if ready {
+                tracing::info!(shop, generation, "shop is ready");
+            }
+        }
     }
 
     /// Places the shop if it has no placement yet.

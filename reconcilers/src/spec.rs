@@ -174,6 +174,19 @@ impl ShopRecord {
     pub fn is_deleting(&self) -> bool {
         self.deletion_requested_at.is_some()
     }
+
+    /// The resource kinds this shop needs before it is ready, in dependency order.
+    pub fn needed_kinds(&self) -> Vec<crate::status::ResourceKind> {
+        use crate::status::ResourceKind;
+        ResourceKind::ALL
+            .into_iter()
+            .filter(|kind| match kind {
+                ResourceKind::Certificate => self.spec.custom_domain.is_some(),
+                ResourceKind::Restart => self.restart_generation > 0,
+                _ => true,
+            })
+            .collect()
+    }
 }
 
 /// Checks that a hostname is acceptable as a shop's ES domain in a region: under one of the

@@ -75,20 +75,8 @@ pub(crate) fn shop_spec(record: &ShopRecord) -> proto::ShopSpec {
     }
 }
 
-/// The resource kinds a shop needs, given its spec.
-fn needed_kinds(record: &ShopRecord) -> Vec<ResourceKind> {
-    ResourceKind::ALL
-        .into_iter()
-        .filter(|kind| match kind {
-            ResourceKind::Certificate => record.spec.custom_domain.is_some(),
-            ResourceKind::Restart => record.restart_generation > 0,
-            _ => true,
-        })
-        .collect()
-}
-
 pub(crate) fn shop(view: &ShopView, now: i64) -> proto::Shop {
-    let needed = needed_kinds(&view.record);
+    let needed = view.record.needed_kinds();
     let (conditions, blocker) =
         status::summarize(view.record.generation, &needed, &view.resources, now);
     let resources = view

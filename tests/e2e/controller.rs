@@ -7,7 +7,9 @@ use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_INSTALLATION, 
 use reconcilers::sim::ResourceType;
 use reconcilers::status::{ResourceKind, ResourceStatus, SyncState};
 use shop_controller::controller::{Controller, ControllerConfig};
-use shop_controller::grpc::proto::{DeleteShopRequest, RestartShopRequest};
+use shop_controller::grpc::proto::{
+    ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, RestartShopRequest,
+};
 use shop_controller::store::Store;
 
 use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
@@ -23,28 +25,33 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     })
 }
 
-/// Waits until every shop has a synced target group, listener and nginx config.
+/// Waits until every shop is ready: built, deployed, reachable through its target group,
+/// listener and nginx config.
 async fn converged(store: &dyn Store, shops: &[String]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut done = true;
         for shop in shops {
             let view = store.get_shop(shop).await.expect("read").expect("exists");
-            done &= [
-                ResourceKind::TargetGroup,
-                ResourceKind::Listener,
-                ResourceKind::NginxConfig,
-            ]
-            .into_iter()
-            .all(|kind| synced(&view, kind));
+            // Ready means every resource converged for this generation.
+            done &= view.ready && synced(&view, ResourceKind::NginxConfig);
         }
         if done {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "shops did not converge"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            let mut report = Vec::new();
+            for shop in shops {
+                let view = store.get_shop(shop).await.expect("read").expect("exists");
+                let states: Vec<String> = view
+                    .resources
+                    .iter()
+                    .map(|r| format!("{}={:?}/{}: {}", r.kind, r.sync, r.reason, r.message))
+                    .collect();
+                report.push(format!("{shop} ready={} {states:?}", view.ready));
+            }
+            panic!("shops did not converge:\n{}", report.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -121,6 +128,27 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
             .expect("deploy");
     }
     converged(store.store.as_ref(), &shops).await;
+
+    let mut shop_client = server.shops().await;
+    let shop = shop_client
+        .get_shop(GetShopRequest {
+            shop_domain: shops[0].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    let status = shop.status.expect("status");
+    assert!(status.blocked_by.is_none(), "{:?}", status.blocked_by);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == ConditionType::Ready as i32);
+    assert_eq!(ready.map(|c| c.status), Some(ConditionStatus::True as i32));
+    assert_eq!(
+        aws.call_count("codedeploy:CreateDeployment"),
+        5,
+        "one deployment per shop"
+    );
 
     let owned = aws.resources_tagged(TAG_INSTALLATION, "e2e");
     let count = |kind| owned.iter().filter(|r| r.kind == kind).count();
@@ -253,7 +281,19 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         .await
         .expect("events");
     assert_eq!(events.last().map(|e| e.reason.as_str()), Some("Removed"));
-    converged(store.store.as_ref(), &shops[1..]).await;
+    // shop-2 stays degraded by its failed restart; the others are untouched by the teardown.
+    let untouched = [shops[1].clone(), shops[3].clone(), shops[4].clone()];
+    converged(store.store.as_ref(), &untouched).await;
+    let degraded = store
+        .store
+        .get_shop(&shops[2])
+        .await
+        .expect("read")
+        .expect("exists");
+    assert!(
+        !degraded.ready,
+        "a failed restart keeps the shop from Ready"
+    );
 
     running.stop().await;
 }
