@@ -28,7 +28,7 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
 /// Waits until every shop is ready: built, deployed, reachable through its target group,
 /// listener and nginx config.
 async fn converged(store: &dyn Store, shops: &[String]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut done = true;
         for shop in shops {
@@ -179,7 +179,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
     aws.delete_listener(&listeners[0].arn)
         .await
         .expect("out-of-band delete");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while aws.describe_listeners(&nlb).await.expect("list").len() < 5 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -194,7 +194,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         assert!(text.contains(&format!("server_name {shop};")), "{text}");
     }
     std::fs::remove_file(file(&shops[1])).expect("out-of-band delete");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !file(&shops[1]).exists() {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -243,7 +243,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         })
         .await
         .expect("delete");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while store
         .store
         .get_shop(&shops[0])
@@ -305,7 +305,7 @@ async fn wait_for(
     kind: ResourceKind,
     done: impl Fn(&ResourceStatus) -> bool,
 ) -> ResourceStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let view = store.get_shop(shop).await.expect("read").expect("exists");
         if let Some(status) = view.resources.iter().find(|r| r.kind == kind && done(r)) {
