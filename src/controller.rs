@@ -465,19 +465,11 @@ impl Controller {
     }
 
     async fn listener(&self, view: &ShopView) -> Result<Converged, Blocked> {
-        let converged = |kind| {
-            view.resources.iter().any(|r| {
-                r.kind == kind
-                    && r.sync == SyncState::Synced
-                    && r.observed_generation >= view.record.generation
-            })
-        };
-        if !converged(ResourceKind::TargetGroup) {
-            return Err(Blocked {
-                reason: "WaitingForTargetGroup",
-                message: "the shop's target group is not ready yet".to_owned(),
-                outcome: Outcome::Wait("dependency"),
-            });
+        if !Self::synced(view, ResourceKind::TargetGroup) {
+            return Err(Blocked::waiting(
+                "WaitingForTargetGroup",
+                "the shop's target group is not ready yet",
+            ));
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
@@ -486,11 +478,10 @@ impl Controller {
             reconcilers::names::target_group_name(&view.record.spec.shop_domain, placed.port);
         let known = lb.list_target_groups().await?;
         let Some(group) = known.iter().find(|g| g.name == name) else {
-            return Err(Blocked {
-                reason: "TargetGroupMissing",
-                message: format!("target group {name} is gone; waiting for it to be recreated"),
-                outcome: Outcome::Wait("dependency"),
-            });
+            return Err(Blocked::waiting(
+                "TargetGroupMissing",
+                &format!("target group {name} is gone; waiting for it to be recreated"),
+            ));
         };
 
         let owner = self.owner(view, ResourceKind::Listener);
@@ -521,6 +512,15 @@ impl Controller {
 const DELETED: &str = "Deleted";
 
 impl Controller {
+    /// Whether `kind` converged for the shop's current generation.
+    fn synced(view: &ShopView, kind: ResourceKind) -> bool {
+        view.resources.iter().any(|r| {
+            r.kind == kind
+                && r.sync == SyncState::Synced
+                && r.observed_generation >= view.record.generation
+        })
+    }
+
     /// Whether `kind` has been torn down for the shop's current (deletion) generation.
     fn deleted(view: &ShopView, kind: ResourceKind) -> bool {
         view.resources.iter().any(|r| {
@@ -572,11 +572,10 @@ impl Controller {
     /// idempotent and the shop row goes last.
     async fn delete_target_group(&self, view: &ShopView) -> Result<(), Blocked> {
         if !Self::deleted(view, ResourceKind::Listener) {
-            return Err(Blocked {
-                reason: "WaitingForListenerDeletion",
-                message: "the listener goes first".to_owned(),
-                outcome: Outcome::Wait("dependency"),
-            });
+            return Err(Blocked::waiting(
+                "WaitingForListenerDeletion",
+                "the listener goes first",
+            ));
         }
         let shop = view.record.spec.shop_domain.as_str();
         if let Some(placed) = &view.placement {

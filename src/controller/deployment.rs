@@ -31,7 +31,7 @@ const ACTIVE: [DeploymentStatus; 3] = [
 
 impl Controller {
     pub(super) async fn deployment(&self, view: &ShopView) -> Result<Converged, Blocked> {
-        if !self.synced(view, ResourceKind::Artifact) {
+        if !Self::synced(view, ResourceKind::Artifact) {
             return Err(Blocked::waiting(
                 "WaitingForArtifact",
                 "the artifact is not built yet",

@@ -9,7 +9,7 @@ use reconcilers::Hostname;
 use reconcilers::cloud::{CommandRequest, CommandTarget, InvocationStatus, RunCommand};
 use reconcilers::config::RegionConfig;
 use reconcilers::nginx::{self as render, ConfigFileName, FileDrift, ShopSite, Upstream};
-use reconcilers::status::{ResourceKind, SyncState};
+use reconcilers::status::ResourceKind;
 
 use super::{Blocked, Controller, Converged};
 use crate::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir, NginxError};
@@ -39,7 +39,7 @@ impl Controller {
     }
 
     pub(super) async fn nginx_config(&self, view: &ShopView) -> Result<Converged, Blocked> {
-        if !self.synced(view, ResourceKind::Listener) {
+        if !Self::synced(view, ResourceKind::Listener) {
             return Err(Blocked::waiting(
                 "WaitingForListener",
                 "the shop's listener is not ready yet",
@@ -79,7 +79,7 @@ impl Controller {
         }
         // A file already in place may not have been reloaded yet (a crash in between): reload
         // until this generation's status says it was.
-        let reloaded = drift == FileDrift::InSync && self.synced(view, ResourceKind::NginxConfig);
+        let reloaded = drift == FileDrift::InSync && Self::synced(view, ResourceKind::NginxConfig);
         let proxies = if reloaded {
             None
         } else {
@@ -133,15 +133,6 @@ impl Controller {
             reload(ssm.as_ref(), rest).await?;
         }
         Ok(proxies.len())
-    }
-
-    /// Whether `kind` converged for the shop's current generation.
-    pub(super) fn synced(&self, view: &ShopView, kind: ResourceKind) -> bool {
-        view.resources.iter().any(|r| {
-            r.kind == kind
-                && r.sync == SyncState::Synced
-                && r.observed_generation >= view.record.generation
-        })
     }
 }
 

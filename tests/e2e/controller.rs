@@ -15,7 +15,7 @@ use shop_controller::store::Store;
 use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
 use shop_controller::grpc::Auth;
 
-use crate::support::{TestServer, TestStore, deploy_request, sqlite_store};
+use crate::support::{ShopClient, TestServer, TestStore, deploy_request, sqlite_store};
 
 fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
@@ -332,43 +332,13 @@ async fn a_built_version_is_never_built_again_and_a_failed_build_is_shown() {
     let (server, aws, store) = (&running.server, &running.aws, &running.store);
     let mut client = server.shops().await;
     let shop = "rollback.es-hs.com";
-    let key = format!("{shop}.zip");
     let artifact_synced = |version: String| {
         move |r: &ResourceStatus| r.sync == SyncState::Synced && r.desired.contains(&version)
     };
 
-    let v1 = aws.put_object(
-        "shop-sources",
-        &key,
-        shop_controller::dev::sample_shop_zip(),
-    );
-    client
-        .deploy_shop(deploy_request(shop))
-        .await
-        .expect("deploy v1");
-    wait_for(
-        store.store.as_ref(),
-        shop,
-        ResourceKind::Artifact,
-        artifact_synced(v1.clone()),
-    )
-    .await;
-    let v2 = aws.put_object(
-        "shop-sources",
-        &key,
-        shop_controller::dev::sample_shop_zip(),
-    );
-    client
-        .deploy_shop(deploy_request(shop))
-        .await
-        .expect("deploy v2");
-    wait_for(
-        store.store.as_ref(),
-        shop,
-        ResourceKind::Artifact,
-        artifact_synced(v2.clone()),
-    )
-    .await;
+    let v1 = deploy_new_version(&running, &mut client, shop).await;
+    let v2 = deploy_new_version(&running, &mut client, shop).await;
+    assert_ne!(v1, v2);
     assert_eq!(aws.call_count("codebuild:StartBuild"), 2);
 
     let mut rollback = deploy_request(shop);
@@ -389,7 +359,7 @@ async fn a_built_version_is_never_built_again_and_a_failed_build_is_shown() {
 
     let v3 = aws.put_object(
         "shop-sources",
-        &key,
+        &format!("{shop}.zip"),
         shop_controller::dev::sample_shop_zip(),
     );
     aws.fail_builds_of(&v3, "BUILD");
@@ -412,4 +382,22 @@ async fn a_built_version_is_never_built_again_and_a_failed_build_is_shown() {
         failed.message
     );
     running.stop().await;
+}
+
+/// Uploads a new version of the shop's source, deploys it and waits for its artifact.
+async fn deploy_new_version(running: &Running, client: &mut ShopClient, shop: &str) -> String {
+    let zip = shop_controller::dev::sample_shop_zip();
+    let version = running
+        .aws
+        .put_object("shop-sources", &format!("{shop}.zip"), zip);
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy");
+    let store = running.store.store.as_ref();
+    wait_for(store, shop, ResourceKind::Artifact, |r| {
+        r.sync == SyncState::Synced && r.desired.contains(&version)
+    })
+    .await;
+    version
 }

@@ -167,6 +167,9 @@ pub async fn seeded(store: &TestStore) -> Arc<SimulatedAws> {
     aws
 }
 
+/// A shop API client, with a bearer token when one was given.
+pub type ShopClient = ShopServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// The real gRPC server, on a free port, stopped when dropped.
 pub struct TestServer {
     pub address: SocketAddr,
@@ -212,14 +215,11 @@ impl TestServer {
         panic!("server at {} does not accept connections", self.address);
     }
 
-    pub async fn shops(&self) -> ShopServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn shops(&self) -> ShopClient {
         self.shops_as(None).await
     }
 
-    pub async fn shops_as(
-        &self,
-        token: Option<&str>,
-    ) -> ShopServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn shops_as(&self, token: Option<&str>) -> ShopClient {
         ShopServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
+use shop_controller::grpc::proto::{InstanceGroup, RegionConfig};
 
 use crate::CliError;
 
@@ -149,6 +150,74 @@ pub(crate) struct GroupFile {
     pub(crate) codedeploy_deployment_group: String,
     #[serde(default = "yes")]
     pub(crate) enabled: bool,
+}
+
+// The YAML files and the `get` output share one shape, so what `get` prints `put` accepts.
+
+impl From<RegionFile> for RegionConfig {
+    fn from(file: RegionFile) -> Self {
+        RegionConfig {
+            region: file.region,
+            enabled: file.enabled,
+            codebuild_project: file.codebuild_project,
+            artifact_bucket: file.artifact_bucket,
+            codedeploy_application: file.codedeploy_application,
+            proxy_name_tag: file.proxy_name_tag,
+            nginx_config_dir: file.nginx_config_dir,
+            alb_https_listener_arns: file.alb_https_listener_arns,
+            global_accelerator_ips: file.global_accelerator_ips,
+            allowed_parent_domains: file.allowed_parent_domains,
+            updated_at: None,
+        }
+    }
+}
+
+impl From<RegionConfig> for RegionFile {
+    fn from(config: RegionConfig) -> Self {
+        RegionFile {
+            region: config.region,
+            enabled: config.enabled,
+            codebuild_project: config.codebuild_project,
+            artifact_bucket: config.artifact_bucket,
+            codedeploy_application: config.codedeploy_application,
+            proxy_name_tag: config.proxy_name_tag,
+            nginx_config_dir: config.nginx_config_dir,
+            alb_https_listener_arns: config.alb_https_listener_arns,
+            global_accelerator_ips: config.global_accelerator_ips,
+            allowed_parent_domains: config.allowed_parent_domains,
+        }
+    }
+}
+
+impl From<GroupFile> for InstanceGroup {
+    fn from(file: GroupFile) -> Self {
+        InstanceGroup {
+            name: file.name,
+            region: file.region,
+            nlb_arns: file.nlb_arns,
+            port_min: file.port_min,
+            port_max: file.port_max,
+            capacity: file.capacity,
+            codedeploy_deployment_group: file.codedeploy_deployment_group,
+            enabled: file.enabled,
+            updated_at: None,
+        }
+    }
+}
+
+impl From<InstanceGroup> for GroupFile {
+    fn from(group: InstanceGroup) -> Self {
+        GroupFile {
+            name: group.name,
+            region: group.region,
+            nlb_arns: group.nlb_arns,
+            port_min: group.port_min,
+            port_max: group.port_max,
+            capacity: group.capacity,
+            codedeploy_deployment_group: group.codedeploy_deployment_group,
+            enabled: group.enabled,
+        }
+    }
 }
 
 pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, CliError> {

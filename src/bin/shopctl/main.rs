@@ -204,19 +204,7 @@ async fn region(
     match command {
         ConfigCommand::Put { file } => {
             let parsed: RegionFile = read_yaml(&file)?;
-            let config = RegionConfig {
-                region: parsed.region,
-                enabled: parsed.enabled,
-                codebuild_project: parsed.codebuild_project,
-                artifact_bucket: parsed.artifact_bucket,
-                codedeploy_application: parsed.codedeploy_application,
-                proxy_name_tag: parsed.proxy_name_tag,
-                nginx_config_dir: parsed.nginx_config_dir,
-                alb_https_listener_arns: parsed.alb_https_listener_arns,
-                global_accelerator_ips: parsed.global_accelerator_ips,
-                allowed_parent_domains: parsed.allowed_parent_domains,
-                updated_at: None,
-            };
+            let config = RegionConfig::from(parsed);
             let stored = admin
                 .put_region_config(PutRegionConfigRequest {
                     region_config: Some(config),
@@ -282,17 +270,7 @@ async fn group(
     match command {
         ConfigCommand::Put { file } => {
             let parsed: GroupFile = read_yaml(&file)?;
-            let group = InstanceGroup {
-                name: parsed.name,
-                region: parsed.region,
-                nlb_arns: parsed.nlb_arns,
-                port_min: parsed.port_min,
-                port_max: parsed.port_max,
-                capacity: parsed.capacity,
-                codedeploy_deployment_group: parsed.codedeploy_deployment_group,
-                enabled: parsed.enabled,
-                updated_at: None,
-            };
+            let group = InstanceGroup::from(parsed);
             let stored = admin
                 .put_instance_group(PutInstanceGroupRequest {
                     instance_group: Some(group),

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use shop_controller::grpc::proto::*;
 
-use crate::cli::Output;
+use crate::cli::{GroupFile, Output, RegionFile};
 
 pub(crate) fn yaml(value: &Value) -> String {
     serde_norway::to_string(value).unwrap_or_else(|_| value.to_string())
@@ -186,30 +186,10 @@ pub(crate) fn shop_json(shop: &Shop) -> Value {
     })
 }
 
-pub(crate) fn region_json(c: &RegionConfig) -> Value {
-    json!({
-        "region": c.region,
-        "enabled": c.enabled,
-        "codebuild_project": c.codebuild_project,
-        "artifact_bucket": c.artifact_bucket,
-        "codedeploy_application": c.codedeploy_application,
-        "proxy_name_tag": c.proxy_name_tag,
-        "nginx_config_dir": c.nginx_config_dir,
-        "alb_https_listener_arns": c.alb_https_listener_arns,
-        "global_accelerator_ips": c.global_accelerator_ips,
-        "allowed_parent_domains": c.allowed_parent_domains,
-    })
+pub(crate) fn region_json(config: &RegionConfig) -> Value {
+    serde_json::to_value(RegionFile::from(config.clone())).unwrap_or_default()
 }
 
-pub(crate) fn group_json(g: &InstanceGroup) -> Value {
-    json!({
-        "name": g.name,
-        "region": g.region,
-        "nlb_arns": g.nlb_arns,
-        "port_min": g.port_min,
-        "port_max": g.port_max,
-        "capacity": g.capacity,
-        "codedeploy_deployment_group": g.codedeploy_deployment_group,
-        "enabled": g.enabled,
-    })
+pub(crate) fn group_json(group: &InstanceGroup) -> Value {
+    serde_json::to_value(GroupFile::from(group.clone())).unwrap_or_default()
 }
