@@ -109,10 +109,14 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
-    /// Run the reconcile loops. They cover placement, target groups and listeners so far
-    /// (issue #4), and take no leases yet: run them on one replica only.
+    /// Run the reconcile loops. Several replicas may run them against one PostgreSQL database:
+    /// each shop is claimed with a lease. A SQLite file serves one replica only.
     #[arg(long, env = "SHOP_CONTROLLER_RECONCILE")]
     pub reconcile: bool,
+    /// How long a replica's claim on a shop runs without renewal: how soon the shops of a
+    /// replica that died are taken over.
+    #[arg(long, env = "SHOP_CONTROLLER_LEASE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
     /// Name of this installation, carried in the ownership tag of every AWS object it creates.
     #[arg(long, env = "SHOP_CONTROLLER_INSTALLATION", default_value = "default")]
     pub installation: String,

@@ -7,11 +7,18 @@
 //! The loops run `artifact`, `deployment`, placement, `target_group`, `listener`,
 //! `nginx_config` and `restart`, and the teardown in reverse order when a shop is deleted (the
 //! shop row goes last, so a crash resumes the teardown).
-//! TODO(#4): leases so that several PostgreSQL replicas never reconcile one key at once; bulk
-//! per-region observation.
+//!
+//! Replicas share shops through leases: a reconcile first claims its shop (renewing a claim
+//! it holds), and every cloud mutation is preceded by [`Controller::fence`], which extends the
+//! claim only if it is still this replica's, by the database's clock. A replica that slept past
+//! its lease therefore changes nothing; a shop another replica holds is looked at again when
+//! that claim would lapse.
+//! TODO(#4): bulk per-region observation.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use reconcilers::cloud::{CloudError, CloudProvider, ErrorKind, HealthCheck, Owner};
 use reconcilers::config::RegionConfig;
@@ -21,9 +28,10 @@ use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
 
 use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
-use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
+use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 mod artifact;
+mod command;
 mod deployment;
 mod nginx_config;
 mod restart;
@@ -50,6 +58,39 @@ pub struct ControllerConfig {
     pub nginx_binary: std::path::PathBuf,
     /// How shop server blocks listen and resolve their upstreams.
     pub proxy: reconcilers::nginx::ProxySettings,
+    pub lease: LeaseConfig,
+}
+
+/// How replicas share shops.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// This replica's name in the lease table; unique per running process.
+    pub holder: String,
+    /// How long a claim runs without being renewed. A reconcile renews it at every mutation,
+    /// so it bounds how long a dead replica's shops wait, not how long a reconcile may take.
+    pub ttl: Duration,
+}
+
+impl LeaseConfig {
+    /// A holder name unique to this process: the host, the process id and the start time.
+    pub fn for_this_process(ttl: Duration) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "replica".to_owned());
+        let started = now_millis();
+        Self {
+            holder: format!("{host}-{}-{started}", std::process::id()),
+            ttl,
+        }
+    }
+
+    fn ttl_millis(&self) -> i64 {
+        i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// A claim this replica holds, and when to renew it.
+struct HeldLease {
+    lease: Lease,
+    renew_at: tokio::time::Instant,
 }
 
 /// The reconcile loops of every kind.
@@ -57,6 +98,9 @@ pub struct Controller {
     store: Arc<dyn Store>,
     cloud: Arc<dyn CloudProvider>,
     config: ControllerConfig,
+    leases: Mutex<HashMap<String, HeldLease>>,
+    /// The loops' queues, once running: a reconcile may wake another shop's key.
+    queues: OnceLock<Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>>,
 }
 
 /// Why one reconcile did not converge, before it becomes a status and an [`Outcome`].
@@ -128,6 +172,7 @@ impl ControllerConfig {
             health_check: HealthCheck::default(),
             nginx_binary: "/usr/sbin/nginx".into(),
             proxy: reconcilers::nginx::ProxySettings::default(),
+            lease: LeaseConfig::for_this_process(DEFAULT_LEASE_TTL),
         }
     }
 }
@@ -142,6 +187,23 @@ impl Controller {
             store,
             cloud,
             config,
+            leases: Mutex::new(HashMap::new()),
+            queues: OnceLock::new(),
+        }
+    }
+
+    /// Wakes one key of this replica's loops, as a spec change would.
+    fn wake(&self, shop: &str, kind: ResourceKind) {
+        let Some(queues) = self.queues.get() else {
+            return;
+        };
+        for (queued_kind, queue) in queues {
+            if *queued_kind == kind {
+                queue.spec_changed(ShopKey {
+                    shop: shop.to_owned(),
+                    kind,
+                });
+            }
         }
     }
 
@@ -151,6 +213,7 @@ impl Controller {
             .iter()
             .map(|kind| (*kind, Arc::new(WorkQueue::new())))
             .collect();
+        let _ = self.queues.set(queues.clone());
         let (stop, _) = broadcast::channel::<()>(1);
         let feed = tokio::spawn(feed(self.store.subscribe(), queues.clone()));
         if let Err(error) = self.seed(&queues).await {
@@ -181,6 +244,101 @@ impl Controller {
             let _ = handle.await;
         }
         feed.abort();
+        self.release_leases().await;
+    }
+
+    /// Hands every claim back, so other replicas take the shops at once instead of after
+    /// the lease time.
+    async fn release_leases(&self) {
+        let held: Vec<Lease> = match self.leases.lock() {
+            Ok(mut leases) => leases.drain().map(|(_, held)| held.lease).collect(),
+            Err(_) => return,
+        };
+        for lease in &held {
+            if let Err(error) = self.store.release_lease(lease).await {
+                tracing::warn!(shop = %lease.shop, %error, "could not release lease; it lapses by itself");
+            }
+        }
+        if !held.is_empty() {
+            tracing::info!(count = held.len(), "released leases");
+        }
+    }
+
+    /// Claims the shop for this replica, or says how long another replica's claim runs.
+    async fn claim(&self, shop: &str) -> Result<Result<Lease, Duration>, StoreError> {
+        let now = tokio::time::Instant::now();
+        if let Ok(leases) = self.leases.lock()
+            && let Some(held) = leases.get(shop)
+            && now < held.renew_at
+        {
+            return Ok(Ok(held.lease.clone()));
+        }
+        let lease_config = &self.config.lease;
+        let claim = self
+            .store
+            .claim_lease(shop, &lease_config.holder, lease_config.ttl_millis())
+            .await?;
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match claim {
+            Claim::Granted(lease) => {
+                leases.insert(
+                    shop.to_owned(),
+                    HeldLease {
+                        lease: lease.clone(),
+                        renew_at: now + lease_config.ttl / 2,
+                    },
+                );
+                Ok(Ok(lease))
+            }
+            Claim::Held {
+                holder,
+                remaining_ms,
+            } => {
+                leases.remove(shop);
+                tracing::debug!(
+                    shop,
+                    holder,
+                    remaining_ms,
+                    "shop is held by another replica"
+                );
+                Ok(Err(Duration::from_millis(
+                    u64::try_from(remaining_ms).unwrap_or(0),
+                )))
+            }
+        }
+    }
+
+    /// The fencing check before a mutation: extends the claim if it is still this replica's
+    /// (by the database clock), else stops the reconcile before it changes anything.
+    async fn fence(&self, lease: &Lease) -> Result<(), Blocked> {
+        let lease_config = &self.config.lease;
+        if self
+            .store
+            .extend_lease(lease, lease_config.ttl_millis())
+            .await?
+        {
+            if let Ok(mut leases) = self.leases.lock()
+                && let Some(held) = leases.get_mut(&lease.shop)
+            {
+                held.renew_at = tokio::time::Instant::now() + lease_config.ttl / 2;
+            }
+            return Ok(());
+        }
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(&lease.shop);
+        }
+        tracing::warn!(shop = %lease.shop, epoch = lease.epoch, "lease lost before a mutation; changing nothing");
+        Err(Blocked {
+            reason: "LeaseLost",
+            message: "another replica may hold the shop; nothing was changed".to_owned(),
+            outcome: Outcome::Requeue(lease_config.ttl),
+        })
+    }
+
+    fn forget_lease(&self, shop: &str) {
+        if let Ok(mut leases) = self.leases.lock() {
+            leases.remove(shop);
+        }
     }
 
     /// Every existing shop gets a resync of every kind, due now.
@@ -213,35 +371,50 @@ impl Controller {
     async fn reconcile(&self, key: ShopKey) -> Outcome {
         let view = match self.store.get_shop(&key.shop).await {
             Ok(Some(view)) => view,
-            Ok(None) => return Outcome::Gone,
+            Ok(None) => {
+                self.forget_lease(&key.shop);
+                return Outcome::Gone;
+            }
             Err(error) => {
                 tracing::warn!(shop = %key.shop, %error, "could not load shop");
                 return Outcome::Retry("store");
             }
         };
+        let lease = match self.claim(&key.shop).await {
+            Ok(Ok(lease)) => lease,
+            // Looked at again when that claim would lapse (its holder may have died).
+            Ok(Err(remaining)) => return Outcome::Requeue(remaining + LEASE_SLACK),
+            Err(error) => {
+                tracing::warn!(shop = %key.shop, %error, "could not claim shop");
+                return Outcome::Retry("store");
+            }
+        };
+        let lease = &lease;
         let result = match (key.kind, view.record.is_deleting()) {
-            (ResourceKind::TargetGroup, false) => self.target_group(&view).await,
-            (ResourceKind::Listener, false) => self.listener(&view).await,
-            (ResourceKind::Listener, true) => self.delete_listener(&view).await,
-            (ResourceKind::NginxConfig, false) => self.nginx_config(&view).await,
-            (ResourceKind::NginxConfig, true) => self.delete_nginx_config(&view).await,
-            (ResourceKind::Artifact, false) => self.artifact(&view).await,
+            (ResourceKind::TargetGroup, false) => self.target_group(&view, lease).await,
+            (ResourceKind::Listener, false) => self.listener(&view, lease).await,
+            (ResourceKind::Listener, true) => self.delete_listener(&view, lease).await,
+            (ResourceKind::NginxConfig, false) => self.nginx_config(&view, lease).await,
+            (ResourceKind::NginxConfig, true) => self.delete_nginx_config(&view, lease).await,
+            (ResourceKind::Artifact, false) => self.artifact(&view, lease).await,
             // Artifacts are kept per source version for rollbacks; a bucket lifecycle rule
             // expires them.
             (ResourceKind::Artifact, true) => Ok(Self::gone()),
-            (ResourceKind::Deployment, false) => self.deployment(&view).await,
-            // TODO(#4): stop the shop's process on its instances.
-            (ResourceKind::Deployment, true) => Ok(Self::gone()),
-            (ResourceKind::Restart, false) => self.restart(&view).await,
-            // Nothing of a restart outlives the shop's process.
-            (ResourceKind::Restart, true) => Ok(Self::gone()),
-            (ResourceKind::TargetGroup, true) => match self.delete_target_group(&view).await {
-                Ok(()) => return Outcome::Gone,
+            (ResourceKind::Deployment, false) => self.deployment(&view, lease).await,
+            (ResourceKind::Deployment, true) => match self.uninstall(&view, lease).await {
+                Ok(()) => {
+                    self.forget_lease(&key.shop);
+                    return Outcome::Gone;
+                }
                 Err(blocked) => Err(blocked),
             },
+            (ResourceKind::Restart, false) => self.restart(&view, lease).await,
+            // Nothing of a restart outlives the shop's process.
+            (ResourceKind::Restart, true) => Ok(Self::gone()),
+            (ResourceKind::TargetGroup, true) => self.delete_target_group(&view, lease).await,
             _ => return Outcome::Done,
         };
-        self.record(&view, key.kind, result).await
+        self.record(&view, lease, key.kind, result).await
     }
 
     /// Writes the status of one reconcile (only when it changed, so dependents are not woken
@@ -249,6 +422,7 @@ impl Controller {
     async fn record(
         &self,
         view: &ShopView,
+        lease: &Lease,
         kind: ResourceKind,
         result: Result<Converged, Blocked>,
     ) -> Outcome {
@@ -309,6 +483,10 @@ impl Controller {
                 },
                 ..status
             };
+            // A replica that lost the shop leaves its status to the new holder.
+            if let Err(blocked) = self.fence(lease).await {
+                return blocked.outcome;
+            }
             if let Err(error) = self.store.put_resource_status(shop, &status).await {
                 tracing::warn!(shop, kind = kind.as_str(), %error, "could not record status");
                 return Outcome::Retry("store");
@@ -414,7 +592,7 @@ impl Controller {
         }
     }
 
-    async fn target_group(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    async fn target_group(&self, view: &ShopView, lease: &Lease) -> Result<Converged, Blocked> {
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
         let lb = self.cloud.load_balancing(region.region.as_str());
@@ -449,6 +627,7 @@ impl Controller {
             });
         }
         if !plan.is_empty() {
+            self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying target group plan");
         }
         let group = target_group::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
@@ -464,7 +643,7 @@ impl Controller {
         })
     }
 
-    async fn listener(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    async fn listener(&self, view: &ShopView, lease: &Lease) -> Result<Converged, Blocked> {
         if !Self::synced(view, ResourceKind::TargetGroup) {
             return Err(Blocked::waiting(
                 "WaitingForTargetGroup",
@@ -497,6 +676,7 @@ impl Controller {
             });
         }
         if !plan.is_empty() {
+            self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying listener plan");
         }
         let listener = listener::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
@@ -507,6 +687,14 @@ impl Controller {
         })
     }
 }
+
+/// How long a claim runs unless renewed; see [`LeaseConfig::ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+/// Added to another replica's remaining claim before the shop is looked at again.
+const LEASE_SLACK: Duration = Duration::from_secs(1);
+
+/// The longest stopping a shop on its instances may take.
+const UNINSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The status of a resource that teardown removed.
 const DELETED: &str = "Deleted";
@@ -538,7 +726,7 @@ impl Controller {
 
     /// Teardown, second step: the listener goes after the nginx file that points at it and
     /// before the target group it forwards to.
-    async fn delete_listener(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    async fn delete_listener(&self, view: &ShopView, lease: &Lease) -> Result<Converged, Blocked> {
         if !Self::deleted(view, ResourceKind::NginxConfig) {
             return Err(Blocked::waiting(
                 "WaitingForNginxConfigDeletion",
@@ -557,6 +745,7 @@ impl Controller {
             if Owner::from_tags(&tags).as_ref() != Some(&owner) {
                 continue;
             }
+            self.fence(lease).await?;
             match lb.delete_listener(&found.arn).await {
                 Err(error) if !error.is_not_found() => return Err(error.into()),
                 _ => {
@@ -567,10 +756,12 @@ impl Controller {
         Ok(Self::gone())
     }
 
-    /// Teardown, last step: the target group once the listener is gone, then the placement and
-    /// the shop itself. A crash anywhere here is resumed by the next run: every step is
-    /// idempotent and the shop row goes last.
-    async fn delete_target_group(&self, view: &ShopView) -> Result<(), Blocked> {
+    /// Teardown, third step: the target group once the listener is gone.
+    async fn delete_target_group(
+        &self,
+        view: &ShopView,
+        lease: &Lease,
+    ) -> Result<Converged, Blocked> {
         if !Self::deleted(view, ResourceKind::Listener) {
             return Err(Blocked::waiting(
                 "WaitingForListenerDeletion",
@@ -589,13 +780,83 @@ impl Controller {
                 if Owner::from_tags(&tags).as_ref() != Some(&owner) {
                     continue;
                 }
+                self.fence(lease).await?;
                 match lb.delete_target_group(&group.arn).await {
                     Err(error) if !error.is_not_found() => return Err(error.into()),
                     _ => tracing::info!(shop, target_group = %group.arn, "deleted target group"),
                 }
             }
         }
-        // TODO(#4): the nginx file, the shop's process and its artifact go here too.
+        Ok(Self::gone())
+    }
+
+    /// Teardown, last step: once the target group is gone, the shop's process and files on its
+    /// instances, then the shop itself with its placement. A crash anywhere in the teardown is
+    /// resumed by the next run: every step is idempotent and the shop row goes last.
+    /// Artifacts stay (a bucket lifecycle rule expires them).
+    async fn uninstall(&self, view: &ShopView, lease: &Lease) -> Result<(), Blocked> {
+        if !Self::deleted(view, ResourceKind::TargetGroup) {
+            return Err(Blocked::waiting(
+                "WaitingForTargetGroupDeletion",
+                "the target group goes first",
+            ));
+        }
+        let shop = view.record.spec.shop_domain.as_str();
+        let region = view.record.spec.region.as_str();
+        // A deployment of ours still running would install the shop again behind us.
+        if let Some(id) = self
+            .store
+            .intent(shop, ResourceKind::Deployment)
+            .await?
+            .and_then(|intent| intent.external_id)
+        {
+            match self.cloud.deployments(region).get_deployment(&id).await {
+                Ok(deployment) if deployment.status.is_active() => {
+                    return Err(Blocked {
+                        reason: "WaitingForDeployment",
+                        message: format!("deployment {id} is still {:?}", deployment.status),
+                        outcome: Outcome::Requeue(
+                            Duration::from_secs(10).min(self.config.loops.resync),
+                        ),
+                    });
+                }
+                Err(error) if !error.is_not_found() => return Err(error.into()),
+                _ => {}
+            }
+        }
+        if let Some(placed) = &view.placement {
+            let instances: Vec<String> = self
+                .cloud
+                .fleet(region)
+                .running_instances(&placed.instance_group)
+                .await?
+                .into_iter()
+                .map(|instance| instance.id)
+                .collect();
+            if !instances.is_empty() {
+                let command = reconcilers::shell::RestartCommand::new(
+                    &view.record.spec.shop_domain,
+                    placed.port,
+                );
+                let ssm = self.cloud.run_command(region);
+                self.fence(lease).await?;
+                command::run_on(
+                    ssm.as_ref(),
+                    &instances,
+                    command::Task::Uninstall,
+                    command.uninstall(),
+                    command.describe("uninstall"),
+                    UNINSTALL_TIMEOUT,
+                )
+                .await?;
+                tracing::info!(
+                    shop,
+                    instances = instances.len(),
+                    "stopped shop on its instances"
+                );
+            }
+        }
+        self.fence(lease).await?;
         if self.store.remove_shop(shop, now_millis()).await? {
             tracing::info!(shop, "removed shop after teardown");
         }

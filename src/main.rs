@@ -32,8 +32,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
             let controller = args.reconcile.reconcile.then(|| {
-                let config =
+                let mut config =
                     ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
+                config.lease.ttl = args.reconcile.lease_ttl;
                 Arc::new(Controller::new(store.clone(), cloud.clone(), config))
             });
             let services = server::services(store, cloud, auth);

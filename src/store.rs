@@ -144,6 +144,44 @@ pub struct ShopPage {
     pub next_after: Option<String>,
 }
 
+/// A replica's claim on a shop: while it runs, no other replica reconciles the shop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub shop: String,
+    pub holder: String,
+    /// Moves whenever the claim changes hands or lapses; checked before every mutation.
+    pub epoch: i64,
+    /// How long the claim still runs, by the database's clock.
+    pub remaining_ms: i64,
+}
+
+/// The answer to a lease claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Granted(Lease),
+    /// Another replica holds the shop (or is claiming it this instant: `remaining_ms` 0).
+    Held {
+        holder: String,
+        remaining_ms: i64,
+    },
+}
+
+/// What a reconciler is about to ask of the cloud, written before the call (see
+/// `migrations/*/0002_leases_intents.sql`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intent {
+    pub shop: String,
+    pub kind: ResourceKind,
+    /// What the intent competes for (the CodeDeploy group of a deployment), or empty.
+    pub scope: String,
+    pub desired: String,
+    /// The cloud's id for the work, once the call returned it.
+    pub external_id: Option<String>,
+    /// When the intent was first recorded: its place in its scope's queue.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// The store interface. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -194,6 +232,29 @@ pub trait Store: Send + Sync + 'static {
     async fn place_shop(&self, shop_domain: &str, placement: &Placed, now: i64) -> Result<Placed>;
     /// Frees a shop's port (after its teardown); false when it had none.
     async fn release_placement(&self, shop_domain: &str) -> Result<bool>;
+
+    /// Claims `shop` for `holder` for `ttl_ms` (renewing the holder's own claim), unless
+    /// another holder's claim still runs. Never waits on another replica's claim.
+    async fn claim_lease(&self, shop_domain: &str, holder: &str, ttl_ms: i64) -> Result<Claim>;
+    /// The fencing check: true when `lease` is still the shop's current, unexpired claim (by
+    /// the database clock), which it then extends by `ttl_ms`. False means another replica may
+    /// own the shop: mutate nothing.
+    async fn extend_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool>;
+    /// Ends a claim early (at shutdown), so another replica can take the shop at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// Records an intent. A new one joins the back of its scope's queue; rewriting an existing
+    /// one (a newer spec, the id the cloud returned) keeps its place.
+    async fn record_intent(&self, intent: &Intent, now: i64) -> Result<Intent>;
+    async fn intent(&self, shop_domain: &str, kind: ResourceKind) -> Result<Option<Intent>>;
+    async fn clear_intent(&self, shop_domain: &str, kind: ResourceKind) -> Result<()>;
+    /// The intents of `kind` competing for `scope`, oldest first.
+    async fn intent_queue(
+        &self,
+        kind: ResourceKind,
+        scope: &str,
+        limit: u32,
+    ) -> Result<Vec<Intent>>;
 
     /// Changes of every shop as they are committed (on PostgreSQL, by any replica).
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -12,6 +12,14 @@ use crate::hostname::Hostname;
 /// holding the unpacked revision with its `scripts/` folder.
 pub const SHOPS_ROOT: &str = "/srv/shops";
 
+/// Where each shop's placement is handed to its hooks on the instances:
+/// `<SHOP_ENV_DIR>/<shop_domain>.env`, holding `SHOP_DOMAIN` and `SHOP_PORT`. CodeDeploy passes
+/// hooks no values of ours, and the artifact cannot carry the port (it is built before the
+/// shop is placed, and reused), so the controller writes this file before every deployment
+/// and the shop's scripts read it (`. /etc/shop-controller/shops/$SHOP_DOMAIN.env`; the build
+/// knows `SHOP_DOMAIN`).
+pub const SHOP_ENV_DIR: &str = "/etc/shop-controller/shops";
+
 /// The restart of one shop on one instance: its own `scripts/stop.sh`, then
 /// `scripts/start.sh`, the same hooks CodeDeploy runs, with the same inputs.
 ///
@@ -19,8 +27,6 @@ pub const SHOPS_ROOT: &str = "/srv/shops";
 /// their first argument, and the domain as `SHOP_DOMAIN`. The script stops at the first failure
 /// (`set -eu`), so a stop that fails is reported instead of starting a second copy of the shop
 /// next to a running one.
-// TODO(#4): the deployment reconciler must unpack revisions into `SHOPS_ROOT/<shop_domain>`
-// (appspec `files` destination); until it exists this path is a convention on paper only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RestartCommand {
     shop: Hostname,
@@ -73,8 +79,48 @@ impl RestartCommand {
 
     /// A short description for the SSM command's comment field (at most 100 characters).
     pub fn comment(&self) -> String {
-        let comment = format!("restart shop {} on port {}", self.shop, self.port);
+        self.describe("restart")
+    }
+
+    /// `what` the command does to the shop, for the SSM comment (at most 100 characters).
+    pub fn describe(&self, what: &str) -> String {
+        let comment = format!("{what} shop {} on port {}", self.shop, self.port);
         comment.chars().take(100).collect()
+    }
+
+    /// The shop's env file on an instance.
+    pub fn env_file(&self) -> String {
+        format!("{SHOP_ENV_DIR}/{}.env", self.shop)
+    }
+
+    /// Writes the shop's env file (atomically: a hook never reads half of it).
+    pub fn install_env(&self) -> Vec<String> {
+        let file = quote(&self.env_file());
+        let temporary = quote(&format!("{}.tmp", self.env_file()));
+        vec![
+            "set -eu".to_owned(),
+            format!("mkdir -p {}", quote(SHOP_ENV_DIR)),
+            format!(
+                "printf 'SHOP_DOMAIN=%s\\nSHOP_PORT=%s\\n' {} {} > {temporary}",
+                quote(self.shop.as_str()),
+                quote(&self.port.to_string()),
+            ),
+            format!("mv -f {temporary} {file}"),
+        ]
+    }
+
+    /// Stops the shop for good (its own `scripts/stop.sh`, when installed) and removes what
+    /// the deployment and the controller put on the instance.
+    pub fn uninstall(&self) -> Vec<String> {
+        let dir = quote(&self.shop_dir());
+        vec![
+            "set -eu".to_owned(),
+            format!(
+                "if [ -x {dir}/scripts/stop.sh ]; then cd {dir} && {}; cd /; fi",
+                self.hook("scripts/stop.sh")
+            ),
+            format!("rm -rf -- {dir} {}", quote(&self.env_file())),
+        ]
     }
 
     fn hook(&self, script: &str) -> String {
@@ -200,6 +246,55 @@ mod tests {
         let shop = Hostname::parse(&long).expect("valid");
 
         assert!(RestartCommand::new(&shop, 65535).comment().len() <= 100);
+    }
+
+    /// The env file and the uninstall, run by a real shell with the instance paths moved
+    /// under a temporary directory.
+    #[test]
+    fn env_file_is_written_and_uninstall_removes_the_shop() {
+        let root = std::env::temp_dir().join(format!("shell-env-{}", std::process::id()));
+        let moved = |line: &str| {
+            line.replace(SHOP_ENV_DIR, &path(&root.join("env")))
+                .replace(SHOPS_ROOT, &path(&root.join("shops")))
+        };
+        let shop = Hostname::parse("example.es-hs.com").expect("valid");
+        let command = RestartCommand::new(&shop, 8123);
+        let dir = root.join("shops").join(shop.as_str());
+        std::fs::create_dir_all(dir.join("scripts")).expect("create scripts dir");
+        let log = root.join("stopped");
+        let body = format!(
+            "#!/bin/sh\necho \"stop $SHOP_DOMAIN $1\" > {}\n",
+            quote(&path(&log))
+        );
+        write_executable(&dir.join("scripts/stop.sh"), &body);
+
+        let run = |lines: Vec<String>| {
+            let script: Vec<String> = lines.iter().map(|l| moved(l)).collect();
+            Command::new("sh")
+                .args(["-c", &script.join("\n")])
+                .output()
+                .expect("run sh")
+        };
+        let installed = run(command.install_env());
+        let env = std::fs::read_to_string(moved(&command.env_file())).unwrap_or_default();
+        let uninstalled = run(command.uninstall());
+        let stopped = std::fs::read_to_string(&log).unwrap_or_default();
+        let left = (
+            dir.exists(),
+            std::path::Path::new(&moved(&command.env_file())).exists(),
+        );
+        let again = run(command.uninstall());
+        std::fs::remove_dir_all(&root).expect("clean up");
+
+        assert!(installed.status.success(), "{installed:?}");
+        assert_eq!(env, "SHOP_DOMAIN=example.es-hs.com\nSHOP_PORT=8123\n");
+        assert!(uninstalled.status.success(), "{uninstalled:?}");
+        assert_eq!(stopped, "stop example.es-hs.com 8123\n");
+        assert_eq!(left, (false, false), "the shop's files are gone");
+        assert!(
+            again.status.success(),
+            "uninstalling twice is fine: {again:?}"
+        );
     }
 
     fn write_executable(file: &std::path::Path, body: &str) {

@@ -2,11 +2,10 @@
 //! region's artifact bucket, at a key derived from the shop and the version. An artifact that
 //! is already there is reused, so a redeploy or a rollback to a built version starts no build.
 //!
-//! A build started before a crash is found again by listing the project's recent builds and
-//! matching the source version (S3 version ids are unique), so a retry never starts a second
-//! one; CodeBuild's idempotency token covers the minutes right after the call.
-//! TODO(#4): record the intent in the store before `StartBuild` (builds older than the first
-//! page of the listing are not found again).
+//! The build is recorded as an intent before `StartBuild` and its id after, so the next run
+//! looks at that build directly. After a crash between the call and the id's write, the build
+//! is found again among the project's recent builds by source version (S3 version ids are
+//! unique), and CodeBuild's idempotency token covers the minutes right after the call.
 
 use std::time::Duration;
 
@@ -15,7 +14,8 @@ use reconcilers::spec::source_key;
 
 use super::{Blocked, Controller, Converged};
 use crate::runtime::Outcome;
-use crate::store::ShopView;
+use crate::store::{Intent, Lease, ShopView, now_millis};
+use reconcilers::status::ResourceKind;
 
 /// How often a running build is looked at (or the resync period, when shorter).
 const BUILD_POLL: Duration = Duration::from_secs(10);
@@ -26,7 +26,11 @@ pub(super) fn artifact_key(shop: &str, source_version: &str) -> String {
 }
 
 impl Controller {
-    pub(super) async fn artifact(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    pub(super) async fn artifact(
+        &self,
+        view: &ShopView,
+        lease: &Lease,
+    ) -> Result<Converged, Blocked> {
         let spec = &view.record.spec;
         let region = self.region(view).await?;
         let bucket = region.artifact_bucket.as_str();
@@ -49,7 +53,16 @@ impl Controller {
 
         let builds = self.cloud.builds(region.region.as_str());
         let project = region.codebuild_project.as_str();
-        let found = find_build(builds.as_ref(), project, spec.source_version.as_str()).await?;
+        let shop = spec.shop_domain.as_str();
+        let intent = self
+            .store
+            .intent(shop, ResourceKind::Artifact)
+            .await?
+            .filter(|i| i.desired == spec.source_version.as_str() && i.scope == project);
+        let found = match intent.as_ref().and_then(|i| i.external_id.clone()) {
+            Some(id) => builds.batch_get_builds(&[id]).await?.into_iter().next(),
+            None => find_build(builds.as_ref(), project, spec.source_version.as_str()).await?,
+        };
         let build = match found {
             // A failed build is tried again only after a while: a version that does not build
             // would otherwise keep CodeBuild busy.
@@ -65,8 +78,21 @@ impl Controller {
                     environment: vec![("SHOP_DOMAIN".to_owned(), spec.shop_domain.to_string())],
                     idempotency_token: format!("{}-{}", spec.shop_domain, spec.source_version),
                 };
+                let mut intent = Intent {
+                    shop: shop.to_owned(),
+                    kind: ResourceKind::Artifact,
+                    scope: project.to_owned(),
+                    desired: spec.source_version.to_string(),
+                    external_id: None,
+                    created_at: 0,
+                    updated_at: 0,
+                };
+                self.fence(lease).await?;
+                self.store.record_intent(&intent, now_millis()).await?;
                 let build = builds.start_build(&request).await?;
-                tracing::info!(shop = %spec.shop_domain, build = %build.id, "started build");
+                tracing::info!(shop, build = %build.id, "started build");
+                intent.external_id = Some(build.id.clone());
+                self.store.record_intent(&intent, now_millis()).await?;
                 build
             }
         };

@@ -1,28 +1,38 @@
-//! The deployment resource: CodeDeploy installs the shop's artifact on its instance group. A
-//! deployment group runs one deployment at a time, so a shop whose group is busy waits (the
-//! runtime's wait schedule), and a newer spec simply deploys its own revision next.
+//! The deployment resource: CodeDeploy installs the shop's artifact on its instance group.
 //!
-//! The deployment id CodeDeploy assigns is kept in the resource's status, where the next run
-//! finds it; after a crash between the call and the status write, the group's active
-//! deployment is matched by revision before another is created.
-//! TODO(#4): record the intent in the store before `CreateDeployment`; queue shops of one group
-//! fairly (today whoever asks after the group frees up goes next); hand the shop's port to
-//! the `scripts/` hooks.
+//! A CodeDeploy group runs one deployment at a time, and many shops share a group, so each
+//! group has a queue: a shop that wants a deployment records an intent (scope: its group) and
+//! deploys when its intent is the oldest of the group. A newer spec rewrites a queued intent in
+//! place (the newer revision deploys, the place is kept); a finished deployment clears the
+//! intent and wakes the next shop, so shops are served in the order they asked.
+//!
+//! The intent is written before `CreateDeployment` and the id CodeDeploy returns after it;
+//! after a crash in between, the group's active deployment is matched by revision before
+//! another is created. Before each deployment the shop's env file (its domain and port) is
+//! written on the group's instances through SSM: that is how the `scripts/` hooks learn the
+//! port (see [`reconcilers::shell::SHOP_ENV_DIR`]).
 
 use std::time::Duration;
 
 use reconcilers::cloud::{
     Deployment, DeploymentRequest, DeploymentStatus, Deployments, ErrorKind, Revision,
 };
-use reconcilers::status::{ResourceKind, ResourceStatus, SyncState};
+use reconcilers::config::RegionConfig;
+use reconcilers::shell::RestartCommand;
+use reconcilers::status::{ResourceKind, SyncState};
 
 use super::artifact::artifact_key;
+use super::command::{Task, run_on};
 use super::{Blocked, Controller, Converged};
 use crate::runtime::Outcome;
-use crate::store::ShopView;
+use crate::store::{Intent, Lease, ShopView, now_millis};
 
 /// How often a running deployment is looked at (or the resync period, when shorter).
 const DEPLOY_POLL: Duration = Duration::from_secs(10);
+/// The longest writing the shop's env file on its instances may take.
+const SHOP_ENV_TIMEOUT: Duration = Duration::from_secs(60);
+/// How far into a group's queue a waiting shop looks for its place.
+const QUEUE_WINDOW: u32 = 500;
 const ACTIVE: [DeploymentStatus; 3] = [
     DeploymentStatus::Created,
     DeploymentStatus::Queued,
@@ -30,8 +40,21 @@ const ACTIVE: [DeploymentStatus; 3] = [
 ];
 
 impl Controller {
-    pub(super) async fn deployment(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    pub(super) async fn deployment(
+        &self,
+        view: &ShopView,
+        lease: &Lease,
+    ) -> Result<Converged, Blocked> {
+        let shop = view.record.spec.shop_domain.as_str();
         if !Self::synced(view, ResourceKind::Artifact) {
+            // Not ready to deploy: leave the group's queue rather than hold it up.
+            if let Some(intent) = self.store.intent(shop, ResourceKind::Deployment).await?
+                && intent.external_id.is_none()
+            {
+                self.store
+                    .clear_intent(shop, ResourceKind::Deployment)
+                    .await?;
+            }
             return Err(Blocked::waiting(
                 "WaitingForArtifact",
                 "the artifact is not built yet",
@@ -47,7 +70,7 @@ impl Controller {
         let spec = &view.record.spec;
         let revision = Revision {
             bucket: region.artifact_bucket.to_string(),
-            key: artifact_key(spec.shop_domain.as_str(), spec.source_version.as_str()),
+            key: artifact_key(shop, spec.source_version.as_str()),
             version: None,
         };
         let desired = format!(
@@ -69,58 +92,174 @@ impl Controller {
         let deployments = self.cloud.deployments(region.region.as_str());
         let application = region.codedeploy_application.as_str();
         let group_name = group.codedeploy_deployment_group.as_str();
-        // The deployment a previous run started, if it is for this revision (a newer spec
-        // deploys its own).
-        let tracked = match previous.and_then(tracked_deployment) {
-            Some(id) => {
-                let deployment = deployments.get_deployment(&id).await?;
-                (deployment.revision == revision).then_some(deployment)
+        let scope = format!("{application}/{group_name}");
+        let mut intent = self.store.intent(shop, ResourceKind::Deployment).await?;
+
+        // The deployment this shop started, if any: wait for it, whatever its revision (a
+        // group runs one at a time), then leave the queue.
+        if let Some(started) = intent.as_ref().filter(|i| i.external_id.is_some()) {
+            let id = started.external_id.clone().unwrap_or_default();
+            let deployment = match deployments.get_deployment(&id).await {
+                Ok(deployment) => Some(deployment),
+                Err(error) if error.is_not_found() => None,
+                Err(error) => return Err(error.into()),
+            };
+            if let Some(deployment) = &deployment
+                && ACTIVE.contains(&deployment.status)
+            {
+                return self.deployment_state(deployment.clone(), desired);
             }
-            None => None,
-        };
-        let deployment = match tracked {
-            Some(deployment) => deployment,
+            self.store
+                .clear_intent(shop, ResourceKind::Deployment)
+                .await?;
+            self.wake_next_deployment(&scope).await;
+            if let Some(deployment) = deployment
+                && started.desired == desired
+            {
+                return self.deployment_state(deployment, desired);
+            }
+            // A newer spec arrived while it ran: queue again, at the back.
+            intent = None;
+        }
+
+        // Join the group's queue, or keep the place with the newest revision.
+        let queued = match intent {
+            Some(queued) if queued.desired == desired && queued.scope == scope => queued,
+            Some(queued) => {
+                let rewritten = Intent {
+                    scope: scope.clone(),
+                    desired: desired.clone(),
+                    ..queued
+                };
+                self.store.record_intent(&rewritten, now_millis()).await?
+            }
             None => {
-                let active =
-                    active_deployment(deployments.as_ref(), application, group_name).await?;
-                match active {
-                    Some(active) if active.revision == revision => active,
-                    Some(other) => {
-                        return Err(Blocked {
-                            reason: "DeploymentGroupBusy",
-                            message: format!("queued behind deployment {}", other.id),
-                            outcome: Outcome::Requeue(self.deploy_poll()),
-                        });
-                    }
-                    None => {
-                        let request = DeploymentRequest {
-                            application: application.to_owned(),
-                            deployment_group: group_name.to_owned(),
-                            revision: revision.clone(),
-                            description: format!(
-                                "{} generation {}",
-                                spec.shop_domain, view.record.generation
-                            ),
-                        };
-                        match deployments.create_deployment(&request).await {
-                            Ok(created) => {
-                                tracing::info!(shop = %spec.shop_domain, deployment = %created.id, "created deployment");
-                                created
-                            }
-                            Err(error) if matches!(error.kind, ErrorKind::QuotaExceeded(_)) => {
-                                return Err(Blocked {
-                                    reason: "DeploymentGroupBusy",
-                                    message: error.to_string(),
-                                    outcome: Outcome::Requeue(self.deploy_poll()),
-                                });
-                            }
-                            Err(error) => return Err(error.into()),
+                let new = Intent {
+                    shop: shop.to_owned(),
+                    kind: ResourceKind::Deployment,
+                    scope: scope.clone(),
+                    desired: desired.clone(),
+                    external_id: None,
+                    created_at: 0,
+                    updated_at: 0,
+                };
+                self.store.record_intent(&new, now_millis()).await?
+            }
+        };
+        let ahead = self
+            .store
+            .intent_queue(ResourceKind::Deployment, &scope, QUEUE_WINDOW)
+            .await?;
+        let position = ahead.iter().position(|i| i.shop == shop);
+        if position != Some(0) {
+            let place = position.map_or_else(
+                || format!("more than {QUEUE_WINDOW}"),
+                |p| (p + 1).to_string(),
+            );
+            return Err(Blocked {
+                reason: "QueuedForDeploymentGroup",
+                message: format!("number {place} in the queue of deployment group {group_name}"),
+                outcome: Outcome::Requeue(self.deploy_poll()),
+            });
+        }
+
+        // Our turn. The group may still run a deployment of ours whose id a crash lost, or
+        // one started by hand.
+        let deployment =
+            match active_deployment(deployments.as_ref(), application, group_name).await? {
+                Some(active) if active.revision == revision => active,
+                Some(other) => {
+                    return Err(Blocked {
+                        reason: "DeploymentGroupBusy",
+                        message: format!("waiting for deployment {} of the group", other.id),
+                        outcome: Outcome::Requeue(self.deploy_poll()),
+                    });
+                }
+                None => {
+                    self.fence(lease).await?;
+                    self.install_shop_env(view, &region, &group.name, placed.port)
+                        .await?;
+                    let request = DeploymentRequest {
+                        application: application.to_owned(),
+                        deployment_group: group_name.to_owned(),
+                        revision: revision.clone(),
+                        description: format!("{shop} generation {}", view.record.generation),
+                    };
+                    self.fence(lease).await?;
+                    match deployments.create_deployment(&request).await {
+                        Ok(created) => {
+                            tracing::info!(shop, deployment = %created.id, "created deployment");
+                            created
                         }
+                        Err(error) if matches!(error.kind, ErrorKind::QuotaExceeded(_)) => {
+                            return Err(Blocked {
+                                reason: "DeploymentGroupBusy",
+                                message: error.to_string(),
+                                outcome: Outcome::Requeue(self.deploy_poll()),
+                            });
+                        }
+                        Err(error) => return Err(error.into()),
                     }
                 }
-            }
+            };
+        let started = Intent {
+            external_id: Some(deployment.id.clone()),
+            ..queued
         };
+        self.store.record_intent(&started, now_millis()).await?;
         self.deployment_state(deployment, desired)
+    }
+
+    /// Writes the shop's env file (domain and port) on every running instance of its group.
+    async fn install_shop_env(
+        &self,
+        view: &ShopView,
+        region: &RegionConfig,
+        group: &str,
+        port: u16,
+    ) -> Result<(), Blocked> {
+        let instances: Vec<String> = self
+            .cloud
+            .fleet(region.region.as_str())
+            .running_instances(group)
+            .await?
+            .into_iter()
+            .map(|instance| instance.id)
+            .collect();
+        if instances.is_empty() {
+            return Err(Blocked::waiting(
+                "NoInstances",
+                &format!("no running instance in group {group}"),
+            ));
+        }
+        let command = RestartCommand::new(&view.record.spec.shop_domain, port);
+        let ssm = self.cloud.run_command(region.region.as_str());
+        let (commands, comment) = (command.install_env(), command.describe("hand port to"));
+        run_on(
+            ssm.as_ref(),
+            &instances,
+            Task::ShopEnv,
+            commands,
+            comment,
+            SHOP_ENV_TIMEOUT,
+        )
+        .await
+    }
+
+    /// Wakes the next shop of a deployment group's queue on this replica (others poll).
+    async fn wake_next_deployment(&self, scope: &str) {
+        match self
+            .store
+            .intent_queue(ResourceKind::Deployment, scope, 1)
+            .await
+        {
+            Ok(next) => {
+                for intent in next {
+                    self.wake(&intent.shop, ResourceKind::Deployment);
+                }
+            }
+            Err(error) => tracing::warn!(scope, %error, "could not read the deployment queue"),
+        }
     }
 
     /// Shops waiting for their group poll it: a group runs one deployment at a time.
@@ -158,15 +297,6 @@ impl Controller {
             }),
         }
     }
-}
-
-/// The deployment id a previous run recorded in the status message, if any.
-fn tracked_deployment(status: &ResourceStatus) -> Option<String> {
-    [&status.message, &status.observed]
-        .into_iter()
-        .flat_map(|text| text.split_whitespace())
-        .find(|word| word.starts_with("d-") && word.len() > 2)
-        .map(|word| word.trim_end_matches(':').to_owned())
 }
 
 /// The deployment the group is running, if any.

@@ -6,20 +6,19 @@
 use std::time::Duration;
 
 use reconcilers::Hostname;
-use reconcilers::cloud::{CommandRequest, CommandTarget, InvocationStatus, RunCommand};
+use reconcilers::cloud::RunCommand;
 use reconcilers::config::RegionConfig;
 use reconcilers::nginx::{self as render, ConfigFileName, FileDrift, ShopSite, Upstream};
 use reconcilers::status::ResourceKind;
 
+use super::command::{Task, run_on};
 use super::{Blocked, Controller, Converged};
 use crate::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir, NginxError};
 use crate::runtime::Outcome;
-use crate::store::ShopView;
+use crate::store::{Lease, ShopView};
 
 /// Checks the config before reloading, so a proxy never drops a working config.
 const RELOAD: [&str; 2] = ["nginx -t", "nginx -s reload"];
-/// How often a reload's invocations are looked at while it runs.
-const RELOAD_POLL: Duration = Duration::from_millis(250);
 /// The longest a reload of one batch of proxies may take.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,7 +37,11 @@ impl Controller {
         })
     }
 
-    pub(super) async fn nginx_config(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    pub(super) async fn nginx_config(
+        &self,
+        view: &ShopView,
+        lease: &Lease,
+    ) -> Result<Converged, Blocked> {
         if !Self::synced(view, ResourceKind::Listener) {
             return Err(Blocked::waiting(
                 "WaitingForListener",
@@ -74,6 +77,7 @@ impl Controller {
         let observed = dir.read(&file).await.map_err(nginx_error)?;
         let drift = render::compare(&text, observed.as_deref());
         if drift != FileDrift::InSync {
+            self.fence(lease).await?;
             tracing::info!(shop = %spec.shop_domain, drift = ?drift, "installing nginx config");
             dir.install(&file, &text).await.map_err(nginx_error)?;
         }
@@ -83,6 +87,7 @@ impl Controller {
         let proxies = if reloaded {
             None
         } else {
+            self.fence(lease).await?;
             Some(self.reload_proxies(&region).await?)
         };
         Ok(Converged {
@@ -101,10 +106,18 @@ impl Controller {
 
     /// Teardown, first step: the file goes (and the proxies reload) before the listener the
     /// file points at.
-    pub(super) async fn delete_nginx_config(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    pub(super) async fn delete_nginx_config(
+        &self,
+        view: &ShopView,
+        lease: &Lease,
+    ) -> Result<Converged, Blocked> {
         let region = self.region(view).await?;
         let dir = self.nginx_dir(&region)?;
         let file = file_name(&view.record.spec.shop_domain)?;
+        if dir.read(&file).await.map_err(nginx_error)?.is_none() {
+            return Ok(Self::gone());
+        }
+        self.fence(lease).await?;
         if dir.remove(&file).await.map_err(nginx_error)? {
             tracing::info!(shop = %view.record.spec.shop_domain, "removed nginx config");
             self.reload_proxies(&region).await?;
@@ -136,44 +149,19 @@ impl Controller {
     }
 }
 
-/// Sends the reload to `instances` and waits until each one finished it.
+/// Checks the config and reloads nginx on `instances`.
 async fn reload(ssm: &dyn RunCommand, instances: &[String]) -> Result<(), Blocked> {
-    let request = CommandRequest {
-        target: CommandTarget::Instances(instances.to_vec()),
-        commands: RELOAD.iter().map(|c| (*c).to_owned()).collect(),
-        comment: "shop-controller: reload nginx".to_owned(),
-        timeout_seconds: RELOAD_TIMEOUT.as_secs() as u32,
-    };
-    let command_id = ssm.send_command(&request).await?;
-    let deadline = tokio::time::Instant::now() + RELOAD_TIMEOUT;
-    loop {
-        tokio::time::sleep(RELOAD_POLL).await;
-        let invocations = ssm.invocations(&command_id).await?;
-        if let Some(failed) = invocations
-            .iter()
-            .find(|i| i.status.is_done() && i.status != InvocationStatus::Success)
-        {
-            return Err(Blocked {
-                reason: "ReloadFailed",
-                message: format!(
-                    "nginx reload on {} ended {:?}: {}",
-                    failed.instance_id, failed.status, failed.error
-                ),
-                outcome: Outcome::Retry("reload"),
-            });
-        }
-        let done = invocations.iter().filter(|i| i.status.is_done()).count();
-        if done == instances.len() {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Blocked {
-                reason: "ReloadTimedOut",
-                message: format!("{done} of {} proxies reloaded in time", instances.len()),
-                outcome: Outcome::Retry("reload"),
-            });
-        }
-    }
+    let commands = RELOAD.iter().map(|c| (*c).to_owned()).collect();
+    let comment = "shop-controller: reload nginx".to_owned();
+    run_on(
+        ssm,
+        instances,
+        Task::Reload,
+        commands,
+        comment,
+        RELOAD_TIMEOUT,
+    )
+    .await
 }
 
 fn file_name(shop: &Hostname) -> Result<ConfigFileName, Blocked> {

@@ -5,15 +5,14 @@
 
 use std::time::Duration;
 
-use reconcilers::cloud::{CommandRequest, CommandTarget, InvocationStatus, RunCommand};
+use reconcilers::cloud::RunCommand;
 use reconcilers::shell::RestartCommand;
 use reconcilers::status::{ResourceKind, SyncState};
 
+use super::command::{Task, run_on};
 use super::{Blocked, Controller, Converged};
-use crate::runtime::Outcome;
-use crate::store::ShopView;
+use crate::store::{Lease, ShopView};
 
-const POLL: Duration = Duration::from_millis(250);
 /// The longest one instance's restart may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -23,7 +22,11 @@ fn desired(restart_generation: i64) -> String {
 }
 
 impl Controller {
-    pub(super) async fn restart(&self, view: &ShopView) -> Result<Converged, Blocked> {
+    pub(super) async fn restart(
+        &self,
+        view: &ShopView,
+        lease: &Lease,
+    ) -> Result<Converged, Blocked> {
         let wanted = view.record.restart_generation;
         let previous = view
             .resources
@@ -50,6 +53,7 @@ impl Controller {
         // One at a time: the others keep serving while one restarts.
         let mut restarted = Vec::new();
         for instance in &instances {
+            self.fence(lease).await?;
             restart_one(ssm.as_ref(), &command, &instance.id).await?;
             restarted.push(instance.id.clone());
         }
@@ -67,34 +71,7 @@ async fn restart_one(
     command: &RestartCommand,
     instance: &str,
 ) -> Result<(), Blocked> {
-    let request = CommandRequest {
-        target: CommandTarget::Instances(vec![instance.to_owned()]),
-        commands: command.commands(),
-        comment: command.comment(),
-        timeout_seconds: TIMEOUT.as_secs() as u32,
-    };
-    let command_id = ssm.send_command(&request).await?;
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        tokio::time::sleep(POLL).await;
-        let invocations = ssm.invocations(&command_id).await?;
-        match invocations.first().map(|i| (i.status, i.error.clone())) {
-            Some((InvocationStatus::Success, _)) => return Ok(()),
-            Some((status, error)) if status.is_done() => {
-                return Err(Blocked {
-                    reason: "RestartFailed",
-                    message: format!("restart on {instance} ended {status:?}: {error}"),
-                    outcome: Outcome::Retry("restart"),
-                });
-            }
-            _ if tokio::time::Instant::now() >= deadline => {
-                return Err(Blocked {
-                    reason: "RestartTimedOut",
-                    message: format!("restart on {instance} did not finish in time"),
-                    outcome: Outcome::Retry("restart"),
-                });
-            }
-            _ => {}
-        }
-    }
+    let instances = [instance.to_owned()];
+    let (commands, comment) = (command.commands(), command.comment());
+    run_on(ssm, &instances, Task::Restart, commands, comment, TIMEOUT).await
 }

@@ -229,9 +229,31 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                Change, DeployOutcome, Placement, Result, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
-                StoreError,
+                Change, Claim, DeployOutcome, Intent, Lease, Placement, Result, ShopEvent, ShopPage,
+                ShopQuery, ShopView, Store, StoreError,
             };
+            use reconcilers::status::ResourceKind;
+
+            /// The database clock in milliseconds since the epoch, as SQL.
+            const NOW: &str = <$store>::DB_NOW_MILLIS;
+            /// Locks the selected row, or skips it while another transaction holds it.
+            const SKIP_LOCKED: &str = <$store>::LOCK_OR_SKIP;
+            const INTENT_COLUMNS: &str =
+                "shop_domain, kind, scope, desired, external_id, created_at, updated_at";
+
+            fn intent_from_row(row: &DbRow) -> Result<Intent> {
+                let read = |e: sqlx::Error| corrupt("intent", e);
+                let kind: String = row.try_get(1).map_err(read)?;
+                Ok(Intent {
+                    shop: row.try_get(0).map_err(read)?,
+                    kind: kind.parse().map_err(|e| corrupt("intent", e))?,
+                    scope: row.try_get(2).map_err(read)?,
+                    desired: row.try_get(3).map_err(read)?,
+                    external_id: row.try_get(4).map_err(read)?,
+                    created_at: row.try_get(5).map_err(read)?,
+                    updated_at: row.try_get(6).map_err(read)?,
+                })
+            }
 
             type DbRow = <$db as sqlx::Database>::Row;
 
@@ -735,6 +757,13 @@ macro_rules! impl_store {
                         .execute(&mut *tx)
                         .await
                         .map_err(db("delete placement"))?;
+                    for table in ["shop_intents", "shop_leases"] {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE shop_domain = $1"))
+                            .bind(shop_domain)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("delete shop state"))?;
+                    }
                     let removed = sqlx::query(
                         "DELETE FROM shops WHERE shop_domain = $1 \
                          AND deletion_requested_at IS NOT NULL RETURNING generation",
@@ -908,6 +937,154 @@ macro_rules! impl_store {
                         .map_err(db("delete placement"))?;
                     self.announce(Change::Spec(shop_domain.to_owned())).await;
                     Ok(result.rows_affected() > 0)
+                }
+
+                async fn claim_lease(&self, shop_domain: &str, holder: &str, ttl_ms: i64) -> Result<Claim> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin claim"))?;
+                    sqlx::query(
+                        "INSERT INTO shop_leases (shop_domain, holder, epoch, expires_at) \
+                         VALUES ($1, '', 0, 0) ON CONFLICT (shop_domain) DO NOTHING",
+                    )
+                    .bind(shop_domain)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("insert lease"))?;
+                    let sql = format!(
+                        "SELECT holder, epoch, expires_at - {NOW} FROM shop_leases \
+                         WHERE shop_domain = $1{SKIP_LOCKED}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("select lease"))?;
+                    let Some(row) = row else {
+                        // Another replica is claiming it right now.
+                        tx.rollback().await.map_err(db("end claim"))?;
+                        return Ok(Claim::Held { holder: String::new(), remaining_ms: 0 });
+                    };
+                    let current: String = row.try_get(0).map_err(db("decode lease"))?;
+                    let epoch: i64 = row.try_get(1).map_err(db("decode lease"))?;
+                    let remaining: i64 = row.try_get(2).map_err(db("decode lease"))?;
+                    let running = remaining > 0;
+                    if running && current != holder {
+                        tx.rollback().await.map_err(db("end claim"))?;
+                        return Ok(Claim::Held { holder: current, remaining_ms: remaining });
+                    }
+                    // A renewal keeps the epoch; a claim that changed hands or lapsed moves it.
+                    let epoch = if running { epoch } else { epoch + 1 };
+                    let sql = format!(
+                        "UPDATE shop_leases SET holder = $2, epoch = $3, expires_at = {NOW} + $4 \
+                         WHERE shop_domain = $1"
+                    );
+                    sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .bind(holder)
+                        .bind(epoch)
+                        .bind(ttl_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("update lease"))?;
+                    tx.commit().await.map_err(db("commit claim"))?;
+                    Ok(Claim::Granted(Lease {
+                        shop: shop_domain.to_owned(),
+                        holder: holder.to_owned(),
+                        epoch,
+                        remaining_ms: ttl_ms,
+                    }))
+                }
+
+                async fn extend_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool> {
+                    let sql = format!(
+                        "UPDATE shop_leases SET expires_at = {NOW} + $4 WHERE shop_domain = $1 \
+                         AND holder = $2 AND epoch = $3 AND expires_at > {NOW}"
+                    );
+                    let result = sqlx::query(&sql)
+                        .bind(&lease.shop)
+                        .bind(&lease.holder)
+                        .bind(lease.epoch)
+                        .bind(ttl_ms)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("extend lease"))?;
+                    Ok(result.rows_affected() == 1)
+                }
+
+                async fn release_lease(&self, lease: &Lease) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE shop_leases SET expires_at = 0 \
+                         WHERE shop_domain = $1 AND holder = $2 AND epoch = $3",
+                    )
+                    .bind(&lease.shop)
+                    .bind(&lease.holder)
+                    .bind(lease.epoch)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("release lease"))?;
+                    Ok(())
+                }
+
+                async fn record_intent(&self, intent: &Intent, now: i64) -> Result<Intent> {
+                    let sql = format!(
+                        "INSERT INTO shop_intents ({INTENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                         ON CONFLICT (shop_domain, kind) DO UPDATE SET scope = excluded.scope, \
+                         desired = excluded.desired, external_id = excluded.external_id, \
+                         updated_at = excluded.updated_at RETURNING {INTENT_COLUMNS}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(&intent.shop)
+                        .bind(intent.kind.as_str())
+                        .bind(&intent.scope)
+                        .bind(&intent.desired)
+                        .bind(intent.external_id.as_deref())
+                        .bind(now)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db("record intent"))?;
+                    intent_from_row(&row)
+                }
+
+                async fn intent(&self, shop_domain: &str, kind: ResourceKind) -> Result<Option<Intent>> {
+                    let sql = format!(
+                        "SELECT {INTENT_COLUMNS} FROM shop_intents WHERE shop_domain = $1 AND kind = $2"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .bind(kind.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("select intent"))?;
+                    row.as_ref().map(intent_from_row).transpose()
+                }
+
+                async fn clear_intent(&self, shop_domain: &str, kind: ResourceKind) -> Result<()> {
+                    sqlx::query("DELETE FROM shop_intents WHERE shop_domain = $1 AND kind = $2")
+                        .bind(shop_domain)
+                        .bind(kind.as_str())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete intent"))?;
+                    Ok(())
+                }
+
+                async fn intent_queue(
+                    &self,
+                    kind: ResourceKind,
+                    scope: &str,
+                    limit: u32,
+                ) -> Result<Vec<Intent>> {
+                    let sql = format!(
+                        "SELECT {INTENT_COLUMNS} FROM shop_intents WHERE kind = $1 AND scope = $2 \
+                         ORDER BY created_at, shop_domain LIMIT $3"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(kind.as_str())
+                        .bind(scope)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list intents"))?;
+                    rows.iter().map(intent_from_row).collect()
                 }
 
                 fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -73,6 +73,12 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// `clock_timestamp()`, not `now()`: the time of the statement, not of the transaction.
+    const DB_NOW_MILLIS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+    const LOCK_OR_SKIP: &str = " FOR UPDATE SKIP LOCKED";
+}
+
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.listener.abort();

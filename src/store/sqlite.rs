@@ -54,6 +54,11 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// SQLite's `julianday` keeps milliseconds.
+    const DB_NOW_MILLIS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    /// One writer at a time: a claim's transaction already excludes the others.
+    const LOCK_OR_SKIP: &str = "";
+
     /// One process owns a SQLite file, so the in-process channel reaches every subscriber.
     async fn announce(&self, change: Change) {
         // No subscriber is fine: nobody is watching.

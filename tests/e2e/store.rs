@@ -7,7 +7,7 @@ use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use shop_controller::dev::{dev_instance_group, dev_region_config};
-use shop_controller::store::{Change, ShopQuery, Store, StoreError};
+use shop_controller::store::{Change, Claim, Intent, ShopQuery, Store, StoreError};
 
 use crate::support::TestStore;
 
@@ -612,6 +612,200 @@ async fn only_a_shop_marked_for_deletion_is_removed(store: TestStore) {
     assert_eq!(again.record.generation, 1, "a new shop starts over");
 }
 
+/// Leases: one holder at a time, renewals keep the epoch, a lapsed or taken-over claim fails
+/// the fencing check, and concurrent claimants never both win.
+async fn leases_admit_one_holder_and_fence_the_stale_one(store: TestStore) {
+    let store = store.store;
+    let Claim::Granted(first) = store
+        .claim_lease("a.es-hs.com", "replica-a", 60_000)
+        .await
+        .expect("claim")
+    else {
+        panic!("a free shop is granted");
+    };
+    match store
+        .claim_lease("a.es-hs.com", "replica-b", 60_000)
+        .await
+        .expect("claim")
+    {
+        Claim::Held {
+            holder,
+            remaining_ms,
+        } => {
+            assert_eq!(holder, "replica-a");
+            assert!(
+                remaining_ms > 50_000 && remaining_ms <= 60_000,
+                "{remaining_ms}"
+            );
+        }
+        granted => panic!("a held shop is not granted to another: {granted:?}"),
+    }
+    let Claim::Granted(renewed) = store
+        .claim_lease("a.es-hs.com", "replica-a", 60_000)
+        .await
+        .expect("renew")
+    else {
+        panic!("the holder renews");
+    };
+    assert_eq!(renewed.epoch, first.epoch, "a renewal keeps the epoch");
+    assert!(store.extend_lease(&first, 60_000).await.expect("fence"));
+
+    // The claim lapses (a short lease, by the database clock) and another replica takes it.
+    let Claim::Granted(short) = store
+        .claim_lease("b.es-hs.com", "replica-a", 200)
+        .await
+        .expect("claim")
+    else {
+        panic!("granted");
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let Claim::Granted(taken) = store
+        .claim_lease("b.es-hs.com", "replica-b", 60_000)
+        .await
+        .expect("take over")
+    else {
+        panic!("a lapsed claim is taken over");
+    };
+    assert!(taken.epoch > short.epoch, "a new holder moves the epoch");
+    assert!(
+        !store.extend_lease(&short, 60_000).await.expect("fence"),
+        "the stale holder is fenced off"
+    );
+    assert!(store.extend_lease(&taken, 60_000).await.expect("fence"));
+
+    // A released claim is free at once; the stale lease cannot release the new one.
+    store.release_lease(&short).await.expect("stale release");
+    assert!(
+        store
+            .extend_lease(&taken, 60_000)
+            .await
+            .expect("still held")
+    );
+    store.release_lease(&taken).await.expect("release");
+    assert!(matches!(
+        store
+            .claim_lease("b.es-hs.com", "replica-a", 60_000)
+            .await
+            .expect("claim"),
+        Claim::Granted(_)
+    ));
+
+    // Many claimants at once: exactly one wins.
+    let mut claims = Vec::new();
+    for replica in 0..8 {
+        let store = store.clone();
+        claims.push(tokio::spawn(async move {
+            store
+                .claim_lease("c.es-hs.com", &format!("replica-{replica}"), 60_000)
+                .await
+                .expect("claim")
+        }));
+    }
+    let mut granted = 0;
+    for claim in claims {
+        granted += usize::from(matches!(claim.await.expect("join"), Claim::Granted(_)));
+    }
+    assert_eq!(granted, 1, "one claimant wins");
+}
+
+/// Intents: recorded before the call, rewritten in place, queued per scope oldest first, and
+/// gone with the shop.
+async fn intents_keep_their_place_in_the_queue(store: TestStore) {
+    let store = configured(&store).await;
+    let intent = |shop: &str, desired: &str| Intent {
+        shop: shop.to_owned(),
+        kind: ResourceKind::Deployment,
+        scope: "group-a".to_owned(),
+        desired: desired.to_owned(),
+        external_id: None,
+        created_at: 0,
+        updated_at: 0,
+    };
+    store
+        .record_intent(&intent("a.es-hs.com", "v1"), 10)
+        .await
+        .expect("a");
+    store
+        .record_intent(&intent("b.es-hs.com", "v1"), 20)
+        .await
+        .expect("b");
+    let other_scope = Intent {
+        scope: "group-b".to_owned(),
+        ..intent("c.es-hs.com", "v1")
+    };
+    store.record_intent(&other_scope, 5).await.expect("c");
+
+    // A newer spec and the cloud's id rewrite the intent without moving it back.
+    let rewritten = store
+        .record_intent(
+            &Intent {
+                external_id: Some("d-1".to_owned()),
+                ..intent("a.es-hs.com", "v2")
+            },
+            30,
+        )
+        .await
+        .expect("rewrite");
+    assert_eq!(
+        (rewritten.created_at, rewritten.updated_at),
+        (10, 30),
+        "the place in the queue is kept"
+    );
+    let queue = store
+        .intent_queue(ResourceKind::Deployment, "group-a", 10)
+        .await
+        .expect("queue");
+    let order: Vec<(&str, &str, Option<&str>)> = queue
+        .iter()
+        .map(|i| {
+            (
+                i.shop.as_str(),
+                i.desired.as_str(),
+                i.external_id.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("a.es-hs.com", "v2", Some("d-1")),
+            ("b.es-hs.com", "v1", None)
+        ]
+    );
+
+    store
+        .clear_intent("a.es-hs.com", ResourceKind::Deployment)
+        .await
+        .expect("clear");
+    assert_eq!(
+        store
+            .intent("a.es-hs.com", ResourceKind::Deployment)
+            .await
+            .expect("read"),
+        None
+    );
+    let head = store
+        .intent_queue(ResourceKind::Deployment, "group-a", 1)
+        .await
+        .expect("queue");
+    assert_eq!(head.first().map(|i| i.shop.as_str()), Some("b.es-hs.com"));
+
+    // Removing a shop removes its intents and lease.
+    store
+        .deploy_shop(&spec("b.es-hs.com", "v1"), 40)
+        .await
+        .expect("deploy");
+    store.delete_shop("b.es-hs.com", 41).await.expect("delete");
+    assert!(store.remove_shop("b.es-hs.com", 42).await.expect("remove"));
+    assert_eq!(
+        store
+            .intent("b.es-hs.com", ResourceKind::Deployment)
+            .await
+            .expect("read"),
+        None
+    );
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -644,6 +838,8 @@ store_suite!(
     changes_are_announced,
     placements_never_share_a_port,
     only_a_shop_marked_for_deletion_is_removed,
+    leases_admit_one_holder_and_fence_the_stale_one,
+    intents_keep_their_place_in_the_queue,
 );
 
 #[tokio::test]

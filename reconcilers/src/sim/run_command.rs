@@ -152,6 +152,11 @@ impl SimulatedAws {
         let failing = &mut state.commands.failing_instances;
         failing.insert(instance_id.to_owned(), message.to_owned());
     }
+
+    /// Undoes [`Self::fail_commands_on`]: the instance runs commands again.
+    pub fn heal_commands_on(&self, instance_id: &str) {
+        self.state().commands.failing_instances.remove(instance_id);
+    }
 }
 
 #[async_trait]
