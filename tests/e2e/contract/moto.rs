@@ -196,6 +196,7 @@ pub(super) async fn backend() -> Backend {
     let mut backend = Backend {
         region: REGION.to_owned(),
         account: ACCOUNT.to_owned(),
+        object_storage: cloud.object_storage(REGION),
         load_balancing: cloud.load_balancing(REGION),
         certificates: cloud.certificates(REGION),
         builds: cloud.builds(REGION),
@@ -220,6 +221,9 @@ pub(super) async fn backend() -> Backend {
             deregistered_targets_linger: false,
             command_invocations_missing: true,
             identical_target_group_rejected: true,
+            builds_write_no_artifact: true,
+            deployments_never_progress: true,
+            deployment_ids_not_aws_shaped: true,
         },
         settle: Box::new(|| Box::pin(async {})),
     };
