@@ -17,7 +17,7 @@ mod certificates;
 mod deployments;
 mod fleet;
 mod load_balancing;
-mod moto;
+pub(crate) mod moto;
 mod sim;
 
 /// Where moto differs from AWS (moto 5.2, pinned in tests/requirements.txt).
