@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use reconcilers::cloud::{
-    Builds, CertificateMaterial, Certificates, Deployments, Fleet, LoadBalancing, RunCommand,
+    Builds, CertificateMaterial, Certificates, Deployments, Fleet, LoadBalancing, ObjectStorage,
+    RunCommand,
 };
 
 use crate::support::unique;
@@ -16,7 +17,7 @@ mod certificates;
 mod deployments;
 mod fleet;
 mod load_balancing;
-mod moto;
+pub(crate) mod moto;
 mod sim;
 
 /// Where moto differs from AWS (moto 5.2, pinned in tests/requirements.txt).
@@ -37,12 +38,19 @@ pub struct Gaps {
     /// moto answers an identical CreateTargetGroup with DuplicateTargetGroupName; AWS returns
     /// the existing group.
     pub identical_target_group_rejected: bool,
+    /// moto runs no build: it reports one succeeded at the first look and writes no artifact.
+    pub builds_write_no_artifact: bool,
+    /// moto's deployments stay `Created`: no agent ever runs them.
+    pub deployments_never_progress: bool,
+    /// moto's deployment ids are UUIDs; AWS's are `d-` and nine letters and digits.
+    pub deployment_ids_not_aws_shaped: bool,
 }
 
 /// One backend with the objects every contract needs already in place.
 pub struct Backend {
     pub region: String,
     pub account: String,
+    pub object_storage: Arc<dyn ObjectStorage>,
     pub load_balancing: Arc<dyn LoadBalancing>,
     pub certificates: Arc<dyn Certificates>,
     pub builds: Arc<dyn Builds>,
@@ -137,7 +145,9 @@ contracts!(
     load_balancing::unknown_objects_are_not_found,
     certificates::certificates_import_reimport_and_delete,
     builds::builds_start_and_are_found_again,
+    builds::a_succeeded_build_wrote_its_artifact,
     deployments::deployments_are_created_and_one_runs_per_group,
+    deployments::deployments_run_to_success,
     fleet::running_instances_are_found_by_name_tag,
     fleet::commands_report_one_result_per_instance,
 );

@@ -1,6 +1,6 @@
 //! The `Builds` contract.
 
-use reconcilers::cloud::BuildRequest;
+use reconcilers::cloud::{BuildRequest, BuildStatus};
 
 use super::Backend;
 
@@ -50,4 +50,36 @@ pub(super) async fn builds_start_and_are_found_again(backend: Backend) {
         .batch_get_builds(&[format!("{}:missing", backend.codebuild_project)])
         .await;
     assert!(unknown.expect("unknown ids are left out").is_empty());
+}
+
+pub(super) async fn a_succeeded_build_wrote_its_artifact(backend: Backend) {
+    let request = BuildRequest {
+        project: backend.codebuild_project.clone(),
+        source_bucket: backend.bucket.clone(),
+        source_key: "example.es-hs.com.zip".to_owned(),
+        source_version: backend.source_version.clone(),
+        artifact_bucket: backend.bucket.clone(),
+        artifact_key: format!("artifacts/{}.zip", backend.unique_name("build")),
+        environment: Vec::new(),
+        idempotency_token: backend.unique_name("build"),
+    };
+    let build = backend.builds.start_build(&request).await.expect("start");
+    backend.settle().await;
+
+    let done = backend
+        .builds
+        .batch_get_builds(std::slice::from_ref(&build.id))
+        .await
+        .expect("get");
+    assert_eq!(done[0].status, BuildStatus::Succeeded);
+    let artifact = backend
+        .object_storage
+        .head_object(&request.artifact_bucket, &request.artifact_key, None)
+        .await;
+    if backend.gaps.builds_write_no_artifact {
+        let missing = artifact.expect_err("moto learned to run builds: drop the gap");
+        assert!(missing.is_not_found(), "{missing}");
+    } else {
+        artifact.expect("the artifact is where the build was asked to put it");
+    }
 }

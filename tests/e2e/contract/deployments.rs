@@ -69,3 +69,43 @@ pub(super) async fn deployments_are_created_and_one_runs_per_group(backend: Back
         .expect_err("unknown");
     assert_eq!(missing.kind, ErrorKind::NotFound, "{missing}");
 }
+
+pub(super) async fn deployments_run_to_success(backend: Backend) {
+    let request = DeploymentRequest {
+        application: backend.codedeploy_application.clone(),
+        deployment_group: backend.deployment_group.clone(),
+        revision: Revision {
+            bucket: backend.bucket.clone(),
+            key: "example.es-hs.com.zip".to_owned(),
+            version: None,
+        },
+        description: "contract".to_owned(),
+    };
+    let deployment = backend
+        .deployments
+        .create_deployment(&request)
+        .await
+        .expect("create");
+    let aws_shaped = deployment.id.len() == 11 && deployment.id.starts_with("d-");
+    assert_eq!(
+        !aws_shaped, backend.gaps.deployment_ids_not_aws_shaped,
+        "{}",
+        deployment.id
+    );
+    backend.settle().await;
+
+    let done = backend
+        .deployments
+        .get_deployment(&deployment.id)
+        .await
+        .expect("get");
+    if backend.gaps.deployments_never_progress {
+        assert_eq!(
+            done.status,
+            DeploymentStatus::Created,
+            "moto learned to run deployments: drop the gap"
+        );
+    } else {
+        assert_eq!(done.status, DeploymentStatus::Succeeded, "{done:?}");
+    }
+}

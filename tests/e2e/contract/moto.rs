@@ -1,6 +1,7 @@
 //! The moto backend: the real SDK adapters against the moto server, with a VPC, two tagged
 //! instances, an NLB, an ALB with an HTTPS listener, a CodeBuild project and a CodeDeploy
 //! deployment group arranged per test (names are unique, so tests share one moto account).
+//! The controller's moto test (`moto_controller.rs`) deploys a shop into the same world.
 
 use aws_sdk_codebuild::types::{
     ArtifactsType, ComputeType, EnvironmentType, ProjectArtifacts, ProjectEnvironment,
@@ -19,10 +20,10 @@ use shop_controller::aws::http_client;
 use super::{Backend, Gaps};
 use crate::support::{moto_cloud, moto_s3, moto_url, unique};
 
-const REGION: &str = "us-east-1";
+pub(crate) const REGION: &str = "us-east-1";
 const ACCOUNT: &str = "123456789012";
 /// An image moto ships in its default catalogue.
-const IMAGE: &str = "ami-03cf127a";
+pub(crate) const IMAGE: &str = "ami-03cf127a";
 const ROLE: &str = "arn:aws:iam::123456789012:role/shop-controller-contract";
 
 /// SDK configuration of the arrangement clients.
@@ -41,7 +42,7 @@ fn sdk_config() -> aws_config::SdkConfig {
 }
 
 /// The text of every `<tag>...</tag>` in an XML document, in order.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
+pub(crate) fn xml_values(xml: &str, tag: &str) -> Vec<String> {
     let open = format!("<{tag}>");
     let close = format!("</{tag}>");
     xml.split(&open)
@@ -50,7 +51,7 @@ fn xml_values(xml: &str, tag: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn backend() -> Backend {
+pub(crate) async fn backend() -> Backend {
     let cloud = moto_cloud().await;
     let config = sdk_config();
     let ec2 = cloud.ec2(REGION);
@@ -196,6 +197,7 @@ pub(super) async fn backend() -> Backend {
     let mut backend = Backend {
         region: REGION.to_owned(),
         account: ACCOUNT.to_owned(),
+        object_storage: cloud.object_storage(REGION),
         load_balancing: cloud.load_balancing(REGION),
         certificates: cloud.certificates(REGION),
         builds: cloud.builds(REGION),
@@ -220,6 +222,9 @@ pub(super) async fn backend() -> Backend {
             deregistered_targets_linger: false,
             command_invocations_missing: true,
             identical_target_group_rejected: true,
+            builds_write_no_artifact: true,
+            deployments_never_progress: true,
+            deployment_ids_not_aws_shaped: true,
         },
         settle: Box::new(|| Box::pin(async {})),
     };

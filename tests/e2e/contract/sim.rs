@@ -36,6 +36,7 @@ pub(super) async fn backend() -> Backend {
     Backend {
         region,
         account,
+        object_storage: aws.clone(),
         load_balancing: aws.clone(),
         certificates: aws.clone(),
         builds: aws.clone(),
