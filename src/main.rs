@@ -61,7 +61,8 @@ async fn main() -> anyhow::Result<()> {
             let cloud: Arc<dyn CloudProvider> = Arc::new(aws);
             let config = ControllerConfig::new("dev", args.resync);
             let controller = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
-            let services = server::services(store, cloud, Auth::Disabled);
+            let mut services = server::services(store, cloud.clone(), Auth::Disabled);
+            services.dev_cloud = Some(cloud);
             let grace = std::time::Duration::from_secs(5);
             server::serve_and_reconcile(listener, services, None, Some(controller), grace).await?;
         }

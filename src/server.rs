@@ -84,6 +84,7 @@ pub fn services(store: Arc<dyn Store>, cloud: Arc<dyn CloudProvider>, auth: Auth
         intents: Intents::new(store.clone(), cloud),
         store,
         auth,
+        dev_cloud: None,
     }
 }
 

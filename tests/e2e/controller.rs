@@ -422,3 +422,100 @@ async fn deploy_new_version(running: &Running, client: &mut ShopClient, shop: &s
     .await;
     version
 }
+
+/// The dev mode's promise: break a shop's objects with `shopctl break` and watch the next
+/// resync put each one back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopctl_break_is_healed_by_the_next_resync() {
+    let running = start().await;
+    let (aws, store) = (&running.aws, &running.store);
+    let dev =
+        crate::support::TestServer::start_dev(store.store.clone(), Arc::new(aws.clone())).await;
+    let shop = "broken.es-hs.com";
+    aws.put_object(
+        "shop-sources",
+        &format!("{shop}.zip"),
+        shop_controller::dev::sample_shop_zip(),
+    );
+    let mut client = running.server.shops().await;
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy");
+    converged(store.store.as_ref(), &[shop.to_owned()]).await;
+    let view = store
+        .store
+        .get_shop(shop)
+        .await
+        .expect("read")
+        .expect("exists");
+    let placed = view.placement.expect("placed");
+    let group_name = reconcilers::names::target_group_name(
+        &reconcilers::Hostname::parse(shop).expect("valid"),
+        placed.port,
+    );
+    let registered = || async {
+        let groups = aws.list_target_groups().await.expect("list");
+        let Some(group) = groups.into_iter().find(|g| g.name == group_name) else {
+            return 0;
+        };
+        let targets = aws
+            .describe_target_health(&group.arn)
+            .await
+            .expect("health");
+        // A deregistered target drains for a while before it disappears.
+        targets.iter().filter(|t| t.state != "draining").count()
+    };
+    assert_eq!(registered().await, 2);
+
+    let url = dev.url();
+    let shopctl = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_shopctl"))
+                .arg("--server")
+                .arg(url)
+                .args(args)
+                .output()
+                .expect("run shopctl");
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+    };
+    let nginx_file = running.nginx_dir.join(format!("{shop}.conf"));
+    for what in ["registration", "nginx-file", "target-group"] {
+        let (ok, out, err) = shopctl(vec!["break".into(), shop.into(), what.into()])
+            .await
+            .expect("join");
+        assert!(ok, "break {what}: {out}{err}");
+        assert!(out.starts_with("removed "), "{out}");
+        // Broken for real before the heal.
+        match what {
+            "registration" => assert_eq!(registered().await, 1, "{out}"),
+            "nginx-file" => assert!(!nginx_file.exists(), "{out}"),
+            _ => assert_eq!(registered().await, 0, "{out}"),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while registered().await != 2 || !nginx_file.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} was not healed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    converged(store.store.as_ref(), &[shop.to_owned()]).await;
+
+    let (ok, _, err) = shopctl(vec![
+        "break".into(),
+        "nobody.es-hs.com".into(),
+        "listener".into(),
+    ])
+    .await
+    .expect("join");
+    assert!(!ok && err.contains("not found"), "{err}");
+    running.stop().await;
+}

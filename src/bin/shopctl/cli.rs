@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
-use shop_controller::grpc::proto::{InstanceGroup, RegionConfig};
+use shop_controller::grpc::proto::{BreakTarget, InstanceGroup, RegionConfig};
 
 use crate::CliError;
 
@@ -96,6 +96,33 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Development controller only: remove one of a shop's objects behind the controller's
+    /// back, then watch the next resync heal it.
+    Break {
+        shop_domain: String,
+        #[arg(value_enum)]
+        what: BreakWhat,
+    },
+}
+
+/// What `shopctl break` removes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum BreakWhat {
+    Listener,
+    TargetGroup,
+    Registration,
+    NginxFile,
+}
+
+impl BreakWhat {
+    pub(crate) fn target(self) -> BreakTarget {
+        match self {
+            BreakWhat::Listener => BreakTarget::Listener,
+            BreakWhat::TargetGroup => BreakTarget::TargetGroup,
+            BreakWhat::Registration => BreakTarget::Registration,
+            BreakWhat::NginxFile => BreakTarget::NginxFile,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::{Value, json};
 use shop_controller::grpc::proto::admin_service_client::AdminServiceClient;
+use shop_controller::grpc::proto::dev_service_client::DevServiceClient;
 use shop_controller::grpc::proto::shop_service_client::ShopServiceClient;
 use shop_controller::grpc::proto::*;
 use tokio_stream::StreamExt;
@@ -53,7 +54,8 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let (channel, bearer) = connect(&cli).await?;
     let mut shops = ShopServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut admin = AdminServiceClient::with_interceptor(channel, bearer);
+    let mut admin = AdminServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut dev = DevServiceClient::with_interceptor(channel, bearer);
     let output = cli.output;
     match cli.command {
         Command::Deploy {
@@ -154,6 +156,22 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Region { command } => region(&mut admin, output, command).await?,
         Command::Group { command } => group(&mut admin, output, command).await?,
+        Command::Break { shop_domain, what } => {
+            let response = dev
+                .break_shop(BreakShopRequest {
+                    shop_domain,
+                    target: what.target() as i32,
+                })
+                .await?
+                .into_inner();
+            let text = response
+                .removed
+                .iter()
+                .map(|r| format!("removed {r}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &text, &json!({ "removed": response.removed }));
+        }
     }
     Ok(())
 }
