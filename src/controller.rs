@@ -13,7 +13,9 @@
 //! claim only if it is still this replica's, by the database's clock. A replica that slept past
 //! its lease therefore changes nothing; a shop another replica holds is looked at again when
 //! that claim would lapse.
-//! TODO(#4): bulk per-region observation.
+//!
+//! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
+//! short while, so a resync does not read every target group once per shop.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +36,7 @@ mod artifact;
 mod command;
 mod deployment;
 mod nginx_config;
+mod observe;
 mod restart;
 
 /// The kinds the controller reconciles, in dependency order.
@@ -99,6 +102,7 @@ pub struct Controller {
     cloud: Arc<dyn CloudProvider>,
     config: ControllerConfig,
     leases: Mutex<HashMap<String, HeldLease>>,
+    observations: observe::Observations,
     /// The loops' queues, once running: a reconcile may wake another shop's key.
     queues: OnceLock<Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>>,
 }
@@ -186,6 +190,7 @@ impl Controller {
         Self {
             store,
             cloud,
+            observations: observe::Observations::new(config.loops.resync),
             config,
             leases: Mutex::new(HashMap::new()),
             queues: OnceLock::new(),
@@ -542,7 +547,11 @@ impl Controller {
         let fleet = self.cloud.fleet(region.region.as_str());
         let mut running = Vec::with_capacity(groups.len());
         for group in &groups {
-            running.push(fleet.running_instances(&group.name).await?.len());
+            let instances = self
+                .observations
+                .instances(fleet.as_ref(), region.region.as_str(), &group.name)
+                .await?;
+            running.push(instances.len());
         }
         let candidates: Vec<Candidate<'_>> = groups
             .iter()
@@ -595,15 +604,17 @@ impl Controller {
     async fn target_group(&self, view: &ShopView, lease: &Lease) -> Result<Converged, Blocked> {
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let lb = self.cloud.load_balancing(region.region.as_str());
-        let nlb = lb
-            .describe_load_balancers(std::slice::from_ref(&placed.nlb_arn))
+        let region_name = region.region.as_str();
+        let lb = self.cloud.load_balancing(region_name);
+        let nlb = self
+            .observations
+            .load_balancer(lb.as_ref(), region_name, &placed.nlb_arn)
             .await?;
-        let vpc_id = nlb.first().map(|n| n.vpc_id.clone()).unwrap_or_default();
+        let vpc_id = nlb.map(|n| n.vpc_id).unwrap_or_default();
+        let fleet = self.cloud.fleet(region_name);
         let instances = self
-            .cloud
-            .fleet(region.region.as_str())
-            .running_instances(&placed.instance_group)
+            .observations
+            .instances(fleet.as_ref(), region_name, &placed.instance_group)
             .await?;
         let owner = self.owner(view, ResourceKind::TargetGroup);
         let desired = target_group::desired(
@@ -615,9 +626,12 @@ impl Controller {
             self.config.health_check.clone(),
         );
 
-        // TODO(#4): one listing per region and resync, shared by every shop.
-        let known = lb.list_target_groups().await?;
-        let observed = target_group::observe(lb.as_ref(), &desired, &known).await?;
+        let known = self
+            .observations
+            .target_groups(lb.as_ref(), region_name)
+            .await?;
+        let observed =
+            target_group::observe(lb.as_ref(), &desired, &known.items, &known.tags).await?;
         let plan = target_group::diff(&desired, observed.as_ref());
         if let Some(target_group::Change::Replace { why }) = plan.first() {
             return Err(Blocked {
@@ -630,7 +644,12 @@ impl Controller {
             self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying target group plan");
         }
-        let group = target_group::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
+        let applied = target_group::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await;
+        if !plan.is_empty() {
+            let arn = observed.as_ref().map(|o| o.group.arn.as_str());
+            self.observations.changed(region_name, arn).await;
+        }
+        let group = applied?;
         Ok(Converged {
             desired: format!(
                 "{} port {} with {} targets",
@@ -652,11 +671,15 @@ impl Controller {
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let lb = self.cloud.load_balancing(region.region.as_str());
+        let region_name = region.region.as_str();
+        let lb = self.cloud.load_balancing(region_name);
         let name =
             reconcilers::names::target_group_name(&view.record.spec.shop_domain, placed.port);
-        let known = lb.list_target_groups().await?;
-        let Some(group) = known.iter().find(|g| g.name == name) else {
+        let known = self
+            .observations
+            .target_groups(lb.as_ref(), region_name)
+            .await?;
+        let Some(group) = known.items.iter().find(|g| g.name == name) else {
             return Err(Blocked::waiting(
                 "TargetGroupMissing",
                 &format!("target group {name} is gone; waiting for it to be recreated"),
@@ -665,8 +688,12 @@ impl Controller {
 
         let owner = self.owner(view, ResourceKind::Listener);
         let desired = listener::desired(&placed.nlb_arn, placed.port, &group.arn, &owner);
-        let listeners = lb.describe_listeners(&placed.nlb_arn).await?;
-        let observed = listener::observe(lb.as_ref(), &desired, &listeners).await?;
+        let listeners = self
+            .observations
+            .listeners(lb.as_ref(), region_name, &placed.nlb_arn)
+            .await?;
+        let observed =
+            listener::observe(lb.as_ref(), &desired, &listeners.items, &listeners.tags).await?;
         let plan = listener::diff(&desired, observed.as_ref());
         if let Some(listener::Change::Conflict { why }) = plan.first() {
             return Err(Blocked {
@@ -679,7 +706,12 @@ impl Controller {
             self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying listener plan");
         }
-        let listener = listener::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
+        let applied = listener::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await;
+        if !plan.is_empty() {
+            let arn = observed.as_ref().map(|o| o.listener.arn.as_str());
+            self.observations.changed(region_name, arn).await;
+        }
+        let listener = applied?;
         Ok(Converged {
             desired: format!("TCP :{} -> {name}", placed.port),
             observed: listener.map_or_else(String::new, |l| l.arn),
@@ -746,7 +778,9 @@ impl Controller {
                 continue;
             }
             self.fence(lease).await?;
-            match lb.delete_listener(&found.arn).await {
+            let deleted = lb.delete_listener(&found.arn).await;
+            self.observations.changed(region, Some(&found.arn)).await;
+            match deleted {
                 Err(error) if !error.is_not_found() => return Err(error.into()),
                 _ => {
                     tracing::info!(shop = %view.record.spec.shop_domain, listener = %found.arn, "deleted listener")
@@ -781,7 +815,10 @@ impl Controller {
                     continue;
                 }
                 self.fence(lease).await?;
-                match lb.delete_target_group(&group.arn).await {
+                let deleted = lb.delete_target_group(&group.arn).await;
+                let region = view.record.spec.region.as_str();
+                self.observations.changed(region, Some(&group.arn)).await;
+                match deleted {
                     Err(error) if !error.is_not_found() => return Err(error.into()),
                     _ => tracing::info!(shop, target_group = %group.arn, "deleted target group"),
                 }

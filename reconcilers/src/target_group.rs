@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 
 use crate::cloud::{
-    CloudError, HealthCheck, Instance, LoadBalancing, Owner, Tag, Target, TargetGroup,
-    TargetGroupSpec, tags_of,
+    CloudError, HealthCheck, Instance, KnownTags, LoadBalancing, Owner, Tag, Target, TargetGroup,
+    TargetGroupSpec, tags_known_or_read,
 };
 use crate::hostname::Hostname;
 use crate::names::target_group_name;
@@ -129,11 +129,12 @@ pub async fn observe(
     load_balancing: &dyn LoadBalancing,
     desired: &Desired,
     known: &[TargetGroup],
+    known_tags: &KnownTags,
 ) -> Result<Option<Observed>, CloudError> {
     let Some(group) = known.iter().find(|g| g.name == desired.spec.name) else {
         return Ok(None);
     };
-    let tags = tags_of(load_balancing, &group.arn).await?;
+    let tags = tags_known_or_read(load_balancing, &group.arn, known_tags).await?;
     let targets = load_balancing
         .describe_target_health(&group.arn)
         .await?
@@ -223,7 +224,7 @@ mod tests {
 
     async fn converge(aws: &Arc<SimulatedAws>, desired: &Desired) -> Vec<Change> {
         let known = aws.list_target_groups().await.expect("list");
-        let observed = observe(aws.as_ref(), desired, &known)
+        let observed = observe(aws.as_ref(), desired, &known, &KnownTags::new())
             .await
             .expect("observe");
         let plan = diff(desired, observed.as_ref());

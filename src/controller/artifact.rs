@@ -38,6 +38,21 @@ impl Controller {
         let location = format!("s3://{bucket}/{key}");
         let desired = format!("{location} from version {}", spec.source_version);
 
+        // Built for this generation: an artifact is never changed in place, so a resync reads
+        // nothing. (One deleted by hand is built again when a spec asks for it.)
+        let built = view.resources.iter().any(|r| {
+            r.kind == ResourceKind::Artifact
+                && r.desired == desired
+                && r.sync == reconcilers::status::SyncState::Synced
+                && r.observed_generation >= view.record.generation
+        });
+        if built {
+            return Ok(Converged {
+                desired,
+                observed: location,
+                reason: "",
+            });
+        }
         let storage = self.cloud.object_storage(region.region.as_str());
         match storage.head_object(bucket, &key, None).await {
             Ok(_) => {

@@ -51,10 +51,11 @@ impl Controller {
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
         let lb = self.cloud.load_balancing(region.region.as_str());
-        let nlb = lb
-            .describe_load_balancers(std::slice::from_ref(&placed.nlb_arn))
+        let nlb = self
+            .observations
+            .load_balancer(lb.as_ref(), region.region.as_str(), &placed.nlb_arn)
             .await?;
-        let dns_name = nlb.first().map(|n| n.dns_name.clone()).unwrap_or_default();
+        let dns_name = nlb.map(|n| n.dns_name).unwrap_or_default();
         let host = Hostname::parse(&dns_name).map_err(|error| Blocked {
             reason: "BadUpstream",
             message: format!("nlb dns name {dns_name:?} {error}"),

@@ -236,16 +236,21 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         "{}",
         failed.message
     );
-    let degraded = store
+    // Readiness is written right after the resource's status.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store
         .store
         .get_shop(&shops[2])
         .await
         .expect("read")
-        .expect("exists");
-    assert!(
-        !degraded.ready,
-        "a failed restart keeps the shop from Ready"
-    );
+        .is_some_and(|view| view.ready)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a failed restart keeps the shop from Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     client
         .delete_shop(DeleteShopRequest {
