@@ -279,8 +279,12 @@ def check_iam_policy() -> None:
             )
             check(
                 any(
-                    name in as_list(s.get("Condition", {}).get("StringEquals", {}).get(
-                        "elasticloadbalancing:CreateAction", []))
+                    name
+                    in as_list(
+                        s.get("Condition", {})
+                        .get("StringEquals", {})
+                        .get("elasticloadbalancing:CreateAction", [])
+                    )
                     for s in granted.get("elasticloadbalancing:AddTags", [])
                 ),
                 f"iam-policy.json: no AddTags statement for {name}'s tags on create",
@@ -298,14 +302,8 @@ def check_iam_policy() -> None:
 # --- Helm --------------------------------------------------------------------------------
 
 
-def lint(values: dict | None, kube_version: str, skip_schema: bool = False) -> list[str]:
-    report = helm.lint(
-        str(CHART),
-        values,
-        strict=True,
-        kube_version=kube_version,
-        skip_schema_validation=skip_schema or None,
-    )
+def lint(values: dict | None, kube_version: str) -> list[str]:
+    report = helm.lint(str(CHART), values, strict=True, kube_version=kube_version)
     # Severity 1 is information ("icon is recommended"); strict lint fails on the rest.
     return [m["error"].strip() for m in report["messages"] if m["severity"] >= 2] + [
         e.strip() for e in report["errors"]
@@ -327,7 +325,9 @@ def render(values: dict | None) -> list[dict]:
 
 
 def check_helm(minimum_kube: str, cases: dict) -> dict:
-    section(f"helm lint --strict and template (Helm {helm.helm_sdk_version()}, kube {minimum_kube})")
+    section(
+        f"helm lint --strict and template (Helm {helm.helm_sdk_version()}, kube {minimum_kube})"
+    )
     rendered = {}
     for name, values in cases.items():
         problems = lint(values, minimum_kube)
@@ -383,7 +383,11 @@ def check_helm_refusals(minimum_kube: str) -> None:
 
 
 def one(objects: list[dict], kind: str, name: str | None = None) -> dict | None:
-    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    found = [
+        o
+        for o in objects
+        if o.get("kind") == kind and (name is None or o.get("metadata", {}).get("name") == name)
+    ]
     check(len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}")
     return found[0] if found else None
 
@@ -412,7 +416,10 @@ def check_manifests(name: str, objects: list[dict], values: dict, kube_versions:
             try:
                 kubernetes_validate.validate(body, version, strict=True)
             except kubernetes_validate.ValidationError as error:
-                check(False, f"{where}: {obj['kind']} invalid for Kubernetes {version}: {error.message}")
+                check(
+                    False,
+                    f"{where}: {obj['kind']} invalid for Kubernetes {version}: {error.message}",
+                )
             except kubernetes_validate.SchemaNotFoundError:
                 check(False, f"{where}: no Kubernetes {version} schema for {obj['kind']}")
 
@@ -450,13 +457,22 @@ def check_manifests(name: str, objects: list[dict], values: dict, kube_versions:
 def check_ports(name, objects, values, container, ports, config) -> None:
     grpc = ports.get("grpc")
     check(grpc == values["grpc"]["port"], f"{name}: container port grpc is {grpc}")
-    check(listen_port(config["SHOP_CONTROLLER_LISTEN"]) == grpc, f"{name}: --listen is not the grpc port")
+    check(
+        listen_port(config["SHOP_CONTROLLER_LISTEN"]) == grpc,
+        f"{name}: --listen is not the grpc port",
+    )
     for probe_name in ("startupProbe", "livenessProbe", "readinessProbe"):
         probe = container.get(probe_name, {})
         if values["tls"]["existingSecret"]:
-            check(probe.get("tcpSocket", {}).get("port") == grpc, f"{name}: {probe_name} is not TCP on grpc")
+            check(
+                probe.get("tcpSocket", {}).get("port") == grpc,
+                f"{name}: {probe_name} is not TCP on grpc",
+            )
         else:
-            check(probe.get("grpc", {}).get("port") == grpc, f"{name}: {probe_name} is not gRPC on grpc")
+            check(
+                probe.get("grpc", {}).get("port") == grpc,
+                f"{name}: {probe_name} is not gRPC on grpc",
+            )
     check(
         container["readinessProbe"].get("grpc", {}).get("service", "shop.v1.ShopService")
         == "shop.v1.ShopService",
@@ -470,14 +486,32 @@ def check_ports(name, objects, values, container, ports, config) -> None:
                 f"{name}: Service {service['metadata']['name']} targets {port['targetPort']}, "
                 "which the container does not declare",
             )
-    for feature, variable in (("metrics", "SHOP_CONTROLLER_METRICS_LISTEN"), ("acme", "SHOP_CONTROLLER_ACME_LISTEN")):
+    for feature, variable in (
+        ("metrics", "SHOP_CONTROLLER_METRICS_LISTEN"),
+        ("acme", "SHOP_CONTROLLER_ACME_LISTEN"),
+    ):
         enabled = values[feature]["enabled"]
-        check((feature in ports) == enabled, f"{name}: container port {feature} present iff enabled")
-        services = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == f"{RELEASE}-{feature}"]
-        check(len(services) == int(enabled), f"{name}: Service {RELEASE}-{feature} present iff enabled")
+        check(
+            (feature in ports) == enabled, f"{name}: container port {feature} present iff enabled"
+        )
+        services = [
+            o
+            for o in objects
+            if o["kind"] == "Service" and o["metadata"]["name"] == f"{RELEASE}-{feature}"
+        ]
+        check(
+            len(services) == int(enabled),
+            f"{name}: Service {RELEASE}-{feature} present iff enabled",
+        )
         if enabled:
-            check(ports[feature] == values[feature]["port"], f"{name}: {feature} port is not {values[feature]['port']}")
-            check(listen_port(config.get(variable, ":0")) == ports[feature], f"{name}: {variable} is not the {feature} port")
+            check(
+                ports[feature] == values[feature]["port"],
+                f"{name}: {feature} port is not {values[feature]['port']}",
+            )
+            check(
+                listen_port(config.get(variable, ":0")) == ports[feature],
+                f"{name}: {variable} is not the {feature} port",
+            )
     for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
         check(
             [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"],
@@ -488,9 +522,18 @@ def check_ports(name, objects, values, container, ports, config) -> None:
 def check_security(name, deployment, pod, container, config) -> None:
     security = container["securityContext"]
     check(pod["securityContext"].get("runAsNonRoot") is True, f"{name}: pod must run as non-root")
-    check(security.get("readOnlyRootFilesystem") is True, f"{name}: root file system must be read-only")
-    check(security.get("allowPrivilegeEscalation") is False, f"{name}: privilege escalation must be off")
-    check(security.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: capabilities must drop ALL")
+    check(
+        security.get("readOnlyRootFilesystem") is True,
+        f"{name}: root file system must be read-only",
+    )
+    check(
+        security.get("allowPrivilegeEscalation") is False,
+        f"{name}: privilege escalation must be off",
+    )
+    check(
+        security.get("capabilities", {}).get("drop") == ["ALL"],
+        f"{name}: capabilities must drop ALL",
+    )
     check(
         set(security.get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"},
         f"{name}: only NET_BIND_SERVICE may be added",
@@ -510,7 +553,10 @@ def check_security(name, deployment, pod, container, config) -> None:
     )
     if single:
         check(deployment["spec"]["replicas"] == 1, f"{name}: a single writer must have one replica")
-        check(deployment["spec"]["strategy"]["type"] == "Recreate", f"{name}: a single writer must Recreate")
+        check(
+            deployment["spec"]["strategy"]["type"] == "Recreate",
+            f"{name}: a single writer must Recreate",
+        )
 
 
 def check_secrets_stay_secret(name, objects, config_map, container) -> None:
@@ -521,30 +567,41 @@ def check_secrets_stay_secret(name, objects, config_map, container) -> None:
         for value in secret.get("data", {}).values()
     ]
     public = "\n".join(
-        [*map(str, config_map["data"].values()), *(str(e.get("value", "")) for e in container.get("env", []))]
+        [
+            *map(str, config_map["data"].values()),
+            *(str(e.get("value", "")) for e in container.get("env", [])),
+        ]
     )
     for value in secret_values:
         for line in (line.strip() for line in value.splitlines()):
             if len(line) >= 8 and not line.startswith(("#", "-----")):
                 check(line not in public, f"{name}: a Secret value appears in the ConfigMap or env")
     everything_else = yaml.safe_dump(
-        [{k: v for k, v in o.items() if k != "__template"} for o in objects if o["kind"] != "Secret"]
+        [
+            {k: v for k, v in o.items() if k != "__template"}
+            for o in objects
+            if o["kind"] != "Secret"
+        ]
     )
-    for sentinel in ("check-chart-db-password", "check-chart-write-token", "check-chart-acme-account-key"):
+    for sentinel in (
+        "check-chart-db-password",
+        "check-chart-write-token",
+        "check-chart-acme-account-key",
+    ):
         check(sentinel not in everything_else, f"{name}: {sentinel} leaks outside the Secret")
 
 
 def check_variables(name, config, container) -> None:
     declared = declared_variables()
-    check(len(declared) > 10, "src/config.rs: no env = \"...\" declarations found")
+    check(len(declared) > 10, 'src/config.rs: no env = "..." declarations found')
     used = set(config) | {e["name"] for e in container.get("env", [])}
     for variable in sorted(used - declared - set(PENDING_VARIABLES) - OTHER_VARIABLES):
         check(False, f"{name}: the chart sets {variable}, which src/config.rs does not read")
     for variable, issue in sorted(PENDING_VARIABLES.items()):
         check(
             variable not in declared,
-            f"src/config.rs now reads {variable}: drop it from PENDING_VARIABLES and the TODO({issue}) "
-            "notes, and check the chart's use of it",
+            f"src/config.rs now reads {variable}: drop it from PENDING_VARIABLES and the "
+            f"TODO({issue}) notes, and check the chart's use of it",
         )
 
 
@@ -556,17 +613,33 @@ def check_image_files(run_as_user: int | None) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
     rust = cargo["workspace"]["package"]["rust-version"]
-    check(f"FROM rust:{rust}-bookworm AS build" in dockerfile, f"Dockerfile must build on rust:{rust}-bookworm")
+    check(
+        f"FROM rust:{rust}-bookworm AS build" in dockerfile,
+        f"Dockerfile must build on rust:{rust}-bookworm",
+    )
     check("FROM debian:bookworm-slim" in dockerfile, "Dockerfile must run on debian:bookworm-slim")
     check(
-        re.search(r"cargo build --release --locked --bin shop-controller --bin shopctl", dockerfile) is not None,
+        re.search(r"cargo build --release --locked --bin shop-controller --bin shopctl", dockerfile)
+        is not None,
         "Dockerfile must build both binaries with --locked",
     )
-    check("type=cache,target=/usr/local/cargo/registry" in dockerfile, "Dockerfile must cache the registry")
-    check(re.search(r"\bnginx-light\b", dockerfile) is not None, "the runtime image needs nginx-light (nginx -t)")
-    check(re.search(r"\bca-certificates\b", dockerfile) is not None, "the runtime image needs ca-certificates")
+    check(
+        "type=cache,target=/usr/local/cargo/registry" in dockerfile,
+        "Dockerfile must cache the registry",
+    )
+    check(
+        re.search(r"\bnginx-light\b", dockerfile) is not None,
+        "the runtime image needs nginx-light (nginx -t)",
+    )
+    check(
+        re.search(r"\bca-certificates\b", dockerfile) is not None,
+        "the runtime image needs ca-certificates",
+    )
     users = re.findall(r"^USER\s+(\d+)", dockerfile, flags=re.MULTILINE)
-    check(users == [str(run_as_user)], f"Dockerfile USER {users} must be the chart's runAsUser {run_as_user}")
+    check(
+        users == [str(run_as_user)],
+        f"Dockerfile USER {users} must be the chart's runAsUser {run_as_user}",
+    )
     for binary in ("shop-controller", "shopctl"):
         check(
             binary == "shop-controller" or (ROOT / "src" / "bin" / binary).is_dir(),
@@ -574,7 +647,10 @@ def check_image_files(run_as_user: int | None) -> None:
         )
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in ("target", ".build", ".git"):
-        check(any(line.strip("/") == entry for line in ignored), f".dockerignore must leave out {entry}")
+        check(
+            any(line.strip("/") == entry for line in ignored),
+            f".dockerignore must leave out {entry}",
+        )
 
 
 # --- Main ----------------------------------------------------------------------------------
@@ -625,7 +701,10 @@ def main() -> int:
     if failures:
         print(f"check-chart: {len(failures)} problem(s)", file=sys.stderr)
         return 1
-    print(f"check-chart: chart, values schema, IAM policy and image files are consistent ({len(cases)} value sets rendered)")
+    print(
+        "check-chart: chart, values schema, IAM policy and image files are consistent "
+        f"({len(cases)} value sets rendered)"
+    )
     return 0
 
 
