@@ -304,10 +304,10 @@ def check_iam_policy() -> None:
 
 def lint(values: dict | None, kube_version: str) -> list[str]:
     report = helm.lint(str(CHART), values, strict=True, kube_version=kube_version)
-    # Severity 1 is information ("icon is recommended"); strict lint fails on the rest.
-    return [m["error"].strip() for m in report["messages"] if m["severity"] >= 2] + [
-        e.strip() for e in report["errors"]
-    ]
+    # Severity 1 is information ("icon is recommended"); strict lint fails on the rest. Helm
+    # reports most problems both as a message and as an error: keep each once.
+    problems = [m["error"] for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    return list(dict.fromkeys(problem.strip() for problem in problems))
 
 
 def render(values: dict | None) -> list[dict]:
