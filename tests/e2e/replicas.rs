@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reconcilers::cloud::Deployments;
 use reconcilers::cloud::{CloudProvider, TAG_SHOP};
-use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws};
+use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws, Timings};
+use reconcilers::status::ResourceKind;
 use shop_controller::controller::{Controller, ControllerConfig, LeaseConfig};
 use shop_controller::store::{Claim, PostgresStore, Store};
 use sqlx::Row;
@@ -44,12 +46,19 @@ impl Replica {
 /// A PostgreSQL database seeded like `shop-controller dev`, and its simulated AWS on a clock
 /// 40 times faster than real time.
 async fn world() -> (String, Arc<dyn Store>, Arc<SimulatedAws>, tempfile::TempDir) {
-    let url = fresh_postgres_database().await;
-    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
-    let aws = Arc::new(SimulatedAws::with_config(SimConfig {
+    world_with(SimConfig {
         clock: ClockMode::Scaled(40.0),
         ..SimConfig::default()
-    }));
+    })
+    .await
+}
+
+async fn world_with(
+    config: SimConfig,
+) -> (String, Arc<dyn Store>, Arc<SimulatedAws>, tempfile::TempDir) {
+    let url = fresh_postgres_database().await;
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
+    let aws = Arc::new(SimulatedAws::with_config(config));
     let dir = tempfile::tempdir().expect("dir");
     shop_controller::dev::seed(store.as_ref(), &aws, dir.path())
         .await
@@ -190,4 +199,113 @@ async fn a_shop_claimed_by_a_vanished_replica_is_taken_over_when_its_lease_lapse
         "taken over before the claim lapsed"
     );
     a.stop().await;
+}
+
+/// Waits until the shop's `kind` status has `reason`, and returns its message, moving the
+/// simulated clock a second at a time.
+async fn wait_reason(
+    store: &dyn Store,
+    aws: &SimulatedAws,
+    shop: &str,
+    kind: ResourceKind,
+    reason: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        aws.advance(Duration::from_secs(1));
+        let view = store.get_shop(shop).await.expect("read").expect("exists");
+        if let Some(status) = view
+            .resources
+            .iter()
+            .find(|r| r.kind == kind && r.reason == reason)
+        {
+            return status.message.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{shop} never showed {kind} {reason}: {:?}",
+            view.resources
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One CodeDeploy group, many shops, two replicas: deployments run one at a time, in the
+/// order the shops asked for them, and each waiting shop says where it is in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deployments_of_one_group_run_one_at_a_time_in_the_order_asked() {
+    // A clock that moves only when the test moves it: the first deployment is still running
+    // while the others join the queue, however slow the machine.
+    let timings = Timings {
+        build: Duration::from_secs(8),
+        deployment: Duration::from_secs(300),
+        ..Timings::default()
+    };
+    let (url, store, aws, _dir) = world_with(SimConfig {
+        clock: ClockMode::Manual,
+        timings,
+        ..SimConfig::default()
+    })
+    .await;
+    let a = replica(&url, &aws, "replica-a").await;
+    let b = replica(&url, &aws, "replica-b").await;
+    let shops: Vec<String> = (0..5).map(|i| format!("queued-{i}.es-hs.com")).collect();
+
+    deploy(store.as_ref(), &aws, &shops[0]).await;
+    wait_reason(
+        store.as_ref(),
+        &aws,
+        &shops[0],
+        ResourceKind::Deployment,
+        "Deploying",
+    )
+    .await;
+    for (place, shop) in shops.iter().enumerate().skip(1) {
+        deploy(store.as_ref(), &aws, shop).await;
+        let message = wait_reason(
+            store.as_ref(),
+            &aws,
+            shop,
+            ResourceKind::Deployment,
+            "QueuedForDeploymentGroup",
+        )
+        .await;
+        assert!(
+            message.contains(&format!("number {} in the queue", place + 1)),
+            "{shop}: {message}"
+        );
+    }
+    let clock = aws.clone();
+    let ticking = tokio::spawn(async move {
+        loop {
+            clock.advance(Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    wait_ready(store.as_ref(), &shops).await;
+    ticking.abort();
+
+    let region = shop_controller::dev::dev_region_config();
+    let group = shop_controller::dev::dev_instance_group();
+    let ids = aws
+        .list_deployment_ids(
+            region.codedeploy_application.as_str(),
+            group.codedeploy_deployment_group.as_str(),
+            &[],
+            None,
+        )
+        .await
+        .expect("list");
+    let mut deployments = Vec::new();
+    for id in &ids.items {
+        deployments.push(aws.get_deployment(id).await.expect("get"));
+    }
+    deployments.sort_by_key(|d| d.created_at);
+    let order: Vec<&str> = deployments
+        .iter()
+        .map(|d| d.revision.key.split('/').nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(order, shops, "deployed in the order asked, once each");
+    a.stop().await;
+    b.stop().await;
 }
