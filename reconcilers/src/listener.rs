@@ -1,7 +1,6 @@
 //! The listener resource: a TCP listener on the shop's NLB and port, forwarding to the shop's
-//! target group. Listeners are observed in bulk, one listing per NLB; `diff` is pure.
-//!
-//! TODO(#4): wire into the runtime (the per-NLB listing shared by every shop of a resync).
+//! target group. Listeners are observed in bulk, one listing per NLB (with tags read in
+//! batches) shared by every shop of the NLB; `diff` is pure.
 
 use crate::cloud::{
     CloudError, KnownTags, Listener, ListenerSpec, LoadBalancing, Owner, Tag, tags_known_or_read,

@@ -3,8 +3,10 @@
 //! `observe` reads, `diff` decides (pure), `apply` acts; a second run after `apply` yields an
 //! empty plan.
 //!
-//! TODO(#4): wire into the runtime with a per-region snapshot, so a resync lists target groups
-//! and tags in bulk instead of per shop; replace a group whose port or VPC drifted.
+//! The controller observes with one listing per region (and tags read in batches) shared by
+//! every shop. A group of the shop's name on another port or VPC (AWS cannot change either) is
+//! reported as `Change::Replace` and left alone: the controller never deletes a group it did
+//! not find in the state it made it, so the status asks an operator to remove it.
 
 use std::collections::BTreeSet;
 
