@@ -298,23 +298,25 @@ impl Controller {
             }
         };
         let unchanged = previous.is_some_and(|p| same_status(p, &status));
+        let status = ResourceStatus {
+            last_transition: match previous {
+                Some(p) if p.sync == status.sync && p.health == status.health => p.last_transition,
+                _ => status.last_transition,
+            },
+            ..status
+        };
         if !unchanged {
             let shop = view.record.spec.shop_domain.as_str();
-            let status = ResourceStatus {
-                last_transition: match previous {
-                    Some(p) if p.sync == status.sync && p.health == status.health => {
-                        p.last_transition
-                    }
-                    _ => status.last_transition,
-                },
-                ..status
-            };
             if let Err(error) = self.store.put_resource_status(shop, &status).await {
                 tracing::warn!(shop, kind = kind.as_str(), %error, "could not record status");
                 return Outcome::Retry("store");
             }
-            self.record_readiness(view, &status).await;
         }
+        // On every run, not only when this status changed: two kinds of a shop that converge
+        // together each see the other unsynced in the view they loaded, and a crash can fall
+        // between the status write and this one. Either left Ready stale for good; now the
+        // next run of any kind of the shop repairs it (it writes only when Ready changes).
+        self.record_readiness(view, &status).await;
         outcome
     }
 
