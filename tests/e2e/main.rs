@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod contract;
 mod controller;
+mod convergence;
 mod moto_s3;
 mod shopctl;
 mod store;
