@@ -19,6 +19,7 @@ use reconcilers::placement::{self, Candidate, NoRoom, Placed};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
+use tokio::task::JoinSet;
 
 use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
 use crate::store::{Change, ShopQuery, ShopView, Store, StoreError, now_millis};
@@ -152,12 +153,15 @@ impl Controller {
             .map(|kind| (*kind, Arc::new(WorkQueue::new())))
             .collect();
         let (stop, _) = broadcast::channel::<()>(1);
-        let feed = tokio::spawn(feed(self.store.subscribe(), queues.clone()));
+        // Join sets abort their tasks when dropped: if this future is dropped (its task
+        // aborted), the feed, the loops and their reconciles end with it.
+        let mut change_feed = JoinSet::new();
+        change_feed.spawn(feed(self.store.subscribe(), queues.clone()));
         if let Err(error) = self.seed(&queues).await {
             tracing::error!(%error, "could not list shops at start; the change feed and resyncs go on");
         }
 
-        let mut loops = Vec::new();
+        let mut loops = JoinSet::new();
         for (kind, queue) in &queues {
             let controller = self.clone();
             let mut stopped = stop.subscribe();
@@ -168,19 +172,17 @@ impl Controller {
             let config = self.config.loops.clone();
             let queue = queue.clone();
             tracing::info!(kind = kind.as_str(), "starting reconcile loop");
-            loops.push(tokio::spawn(async move {
+            loops.spawn(async move {
                 run(queue, config, handler, async move {
                     let _ = stopped.recv().await;
                 })
                 .await
-            }));
+            });
         }
         shutdown.await;
         let _ = stop.send(());
-        for handle in loops {
-            let _ = handle.await;
-        }
-        feed.abort();
+        while loops.join_next().await.is_some() {}
+        change_feed.abort_all();
     }
 
     /// Every existing shop gets a resync of every kind, due now.
