@@ -13,6 +13,7 @@ mod auth;
 mod contract;
 mod controller;
 mod convergence;
+mod crash;
 mod moto_s3;
 mod shopctl;
 mod store;
