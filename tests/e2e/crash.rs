@@ -22,13 +22,12 @@ use shop_controller::controller::ControllerConfig;
 use shop_controller::grpc::proto::{
     DeleteShopRequest, GetInstanceGroupRequest, InstanceGroup, PutInstanceGroupRequest,
 };
-use tonic::Code;
 
 use crate::controller::{Running, converged, converged_within, spawn_controller, start_with};
-use crate::convergence::{
+use crate::convergence::fixture::{
     LONG_WAIT, artifact_key, assert_owned_exactly, assert_ready, assert_wired, builds_by_version,
-    deploy_new_versions, deployments_of, eventually, get_shop, nginx_files, scaled_sim, shop_names,
-    test_config,
+    deploy_new_versions, deployments_of, eventually, get_shop, is_gone, nginx_files, scaled_sim,
+    shop_names, test_config,
 };
 use crate::support::ShopClient;
 
@@ -405,14 +404,6 @@ impl Running {
         let (stop, loops) = spawn_controller(&self.store, &self.aws, config.clone());
         self.stop = stop;
         self.loops = loops;
-    }
-}
-
-async fn is_gone(client: &mut ShopClient, shop: &str) -> bool {
-    match get_shop(client, shop).await {
-        Err(status) if status.code() == Code::NotFound => true,
-        Err(status) => panic!("get {shop}: {status}"),
-        Ok(_) => false,
     }
 }
 
