@@ -28,6 +28,7 @@ use reconcilers::placement::{self, Candidate, NoRoom, Placed};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
+use tokio::task::JoinSet;
 
 use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
 use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError, now_millis};
@@ -220,12 +221,15 @@ impl Controller {
             .collect();
         let _ = self.queues.set(queues.clone());
         let (stop, _) = broadcast::channel::<()>(1);
-        let feed = tokio::spawn(feed(self.store.subscribe(), queues.clone()));
+        // Join sets abort their tasks when dropped: if this future is dropped (its task
+        // aborted), the feed, the loops and their reconciles end with it.
+        let mut change_feed = JoinSet::new();
+        change_feed.spawn(feed(self.store.subscribe(), queues.clone()));
         if let Err(error) = self.seed(&queues).await {
             tracing::error!(%error, "could not list shops at start; the change feed and resyncs go on");
         }
 
-        let mut loops = Vec::new();
+        let mut loops = JoinSet::new();
         for (kind, queue) in &queues {
             let controller = self.clone();
             let mut stopped = stop.subscribe();
@@ -236,19 +240,17 @@ impl Controller {
             let config = self.config.loops.clone();
             let queue = queue.clone();
             tracing::info!(kind = kind.as_str(), "starting reconcile loop");
-            loops.push(tokio::spawn(async move {
+            loops.spawn(async move {
                 run(queue, config, handler, async move {
                     let _ = stopped.recv().await;
                 })
                 .await
-            }));
+            });
         }
         shutdown.await;
         let _ = stop.send(());
-        for handle in loops {
-            let _ = handle.await;
-        }
-        feed.abort();
+        while loops.join_next().await.is_some() {}
+        change_feed.abort_all();
         self.release_leases().await;
     }
 
@@ -477,17 +479,15 @@ impl Controller {
             }
         };
         let unchanged = previous.is_some_and(|p| same_status(p, &status));
+        let status = ResourceStatus {
+            last_transition: match previous {
+                Some(p) if p.sync == status.sync && p.health == status.health => p.last_transition,
+                _ => status.last_transition,
+            },
+            ..status
+        };
         if !unchanged {
             let shop = view.record.spec.shop_domain.as_str();
-            let status = ResourceStatus {
-                last_transition: match previous {
-                    Some(p) if p.sync == status.sync && p.health == status.health => {
-                        p.last_transition
-                    }
-                    _ => status.last_transition,
-                },
-                ..status
-            };
             // A replica that lost the shop leaves its status to the new holder.
             if let Err(blocked) = self.fence(lease).await {
                 return blocked.outcome;
@@ -496,8 +496,12 @@ impl Controller {
                 tracing::warn!(shop, kind = kind.as_str(), %error, "could not record status");
                 return Outcome::Retry("store");
             }
-            self.record_readiness(view, &status).await;
         }
+        // On every run, not only when this status changed: two kinds of a shop that converge
+        // together each see the other unsynced in the view they loaded, and a crash can fall
+        // between the status write and this one. Either left Ready stale for good; now the
+        // next run of any kind of the shop repairs it (it writes only when Ready changes).
+        self.record_readiness(view, &status).await;
         outcome
     }
 

@@ -115,12 +115,19 @@ impl Controller {
         let region = self.region(view).await?;
         let dir = self.nginx_dir(&region)?;
         let file = file_name(&view.record.spec.shop_domain)?;
-        if dir.read(&file).await.map_err(nginx_error)?.is_none() {
+        let present = dir.read(&file).await.map_err(nginx_error)?.is_some();
+        let reloaded = Self::deleted(view, ResourceKind::NginxConfig);
+        if !present && reloaded {
             return Ok(Self::gone());
         }
         self.fence(lease).await?;
-        if dir.remove(&file).await.map_err(nginx_error)? {
+        let removed = dir.remove(&file).await.map_err(nginx_error)?;
+        if removed {
             tracing::info!(shop = %view.record.spec.shop_domain, "removed nginx config");
+        }
+        // A file removed by a run that crashed before its reload is gone from the directory
+        // but still loaded by the proxies: reload until the status says the teardown was done.
+        if removed || !reloaded {
             self.reload_proxies(&region).await?;
         }
         Ok(Self::gone())

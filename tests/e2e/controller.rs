@@ -17,7 +17,7 @@ use shop_controller::grpc::Auth;
 
 use crate::support::{ShopClient, TestServer, TestStore, deploy_request, sqlite_store};
 
-fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
+pub(crate) fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
         r.kind == kind
             && r.sync == SyncState::Synced
@@ -27,8 +27,13 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
 
 /// Waits until every shop is ready: built, deployed, reachable through its target group,
 /// listener and nginx config.
-async fn converged(store: &dyn Store, shops: &[String]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+pub(crate) async fn converged(store: &dyn Store, shops: &[String]) {
+    converged_within(store, shops, Duration::from_secs(60)).await;
+}
+
+/// Like [`converged`], for runs that need longer than a minute.
+pub(crate) async fn converged_within(store: &dyn Store, shops: &[String], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let mut done = true;
         for shop in shops {
@@ -58,22 +63,31 @@ async fn converged(store: &dyn Store, shops: &[String]) {
 
 /// A controller running over a seeded SQLite store and a simulated AWS whose clock runs 40
 /// times faster (proxy reloads take 0.1 s instead of 4 s, builds 1.5 s instead of 60 s).
-struct Running {
-    server: TestServer,
-    aws: Arc<SimulatedAws>,
-    store: TestStore,
-    nginx_dir: std::path::PathBuf,
-    stop: tokio::sync::oneshot::Sender<()>,
-    loops: tokio::task::JoinHandle<()>,
+pub(crate) struct Running {
+    pub(crate) server: TestServer,
+    pub(crate) aws: Arc<SimulatedAws>,
+    pub(crate) store: TestStore,
+    pub(crate) nginx_dir: std::path::PathBuf,
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+    pub(crate) loops: tokio::task::JoinHandle<()>,
 }
 
-async fn start() -> Running {
-    let store = sqlite_store().await;
-    let config = SimConfig {
+pub(crate) async fn start() -> Running {
+    let sim = SimConfig {
         clock: ClockMode::Scaled(40.0),
         ..SimConfig::default()
     };
-    let aws = Arc::new(SimulatedAws::with_config(config));
+    start_with(
+        sim,
+        ControllerConfig::new("e2e", Duration::from_millis(500)),
+    )
+    .await
+}
+
+/// Like [`start`], with this simulated account and controller configuration.
+pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Running {
+    let store = sqlite_store().await;
+    let aws = Arc::new(SimulatedAws::with_config(sim));
     let nginx_dir = store.dir.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
     shop_controller::dev::seed(store.store.as_ref(), &aws, &nginx_dir)
@@ -81,13 +95,7 @@ async fn start() -> Running {
         .expect("seed");
     let server =
         TestServer::start(store.store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
-    let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
-    let config = ControllerConfig::new("e2e", Duration::from_millis(500));
-    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loops = tokio::spawn(controller.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, loops) = spawn_controller(&store, &aws, config);
     Running {
         server,
         aws,
@@ -98,8 +106,26 @@ async fn start() -> Running {
     }
 }
 
+/// Starts the controller's loops over `store` and `aws`; they stop when the sender is used.
+pub(crate) fn spawn_controller(
+    store: &TestStore,
+    aws: &Arc<SimulatedAws>,
+    config: ControllerConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
+    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let loops = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+    (stop, loops)
+}
+
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.loops.await.expect("loops stop");
     }
@@ -325,7 +351,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
 }
 
 /// Waits until the shop's `kind` status satisfies `done`, and returns it.
-async fn wait_for(
+pub(crate) async fn wait_for(
     store: &dyn Store,
     shop: &str,
     kind: ResourceKind,

@@ -12,6 +12,8 @@ mod api;
 mod auth;
 mod contract;
 mod controller;
+mod convergence;
+mod crash;
 mod moto_controller;
 mod moto_s3;
 mod replicas;
