@@ -4,8 +4,9 @@ Run by scripts/check-chart (which prepares .build/venv); exits non-zero on any f
 it checks, in order:
 
 - the chart's plain YAML files parse, and Chart.yaml agrees with Cargo.toml;
-- values.schema.json is a valid draft-07 schema; values.yaml and the ci/ values pass it, and
-  ci/bad-values.yaml and a few invalid combinations are refused where they should be;
+- values.schema.json is a valid draft-07 schema; values.yaml and the ci/ values pass it,
+  ci/bad-values.yaml and a few invalid combinations are refused where they should be, and
+  several replicas running the reconcile loops on PostgreSQL are accepted;
 - iam-policy.json is a well-formed, least-privilege policy granting exactly the actions
   docs/aws-calls.md lists;
 - Helm itself (the Helm v4 engine from helm-python-sdk): `lint --strict` and rendering with
@@ -13,6 +14,9 @@ it checks, in order:
 - the rendered manifests: parse, name themselves, validate against Kubernetes' schemas
   (kubernetes-validate, strict), wire probes and Services to the ports the controller
   listens on, keep secrets out of the ConfigMap, and set only variables src/config.rs reads;
+  SQLite runs one pod replaced with Recreate, PostgreSQL rolls one pod at a time, the lease
+  TTL reaches the controller, and the PodDisruptionBudget never lets every replica go; one
+  of the ci/ values runs the reconcile loops on several replicas;
 - the Dockerfile and .dockerignore agree with Cargo.toml and the chart.
 """
 
@@ -174,20 +178,41 @@ def check_schema(defaults: dict) -> jsonschema.Draft7Validator:
 
     refused = {
         "SQLite with two replicas": {"replicaCount": 2, "reconcile": {"enabled": False}},
-        "reconcile loops on two replicas": {
+        "SQLite with two replicas running the reconcile loops": {"replicaCount": 2},
+        "SQLite from an existing Secret with two replicas": {
             "replicaCount": 2,
-            "database": {"url": "postgres://db/shops"},
+            "database": {"url": "", "existingSecret": "db", "engine": "sqlite"},
         },
         "an existing database Secret without its engine": {
             "database": {"url": "", "existingSecret": "db"}
         },
         "no database at all": {"database": {"url": ""}},
         "a string port": {"grpc": {"port": "50051"}},
+        "a lease TTL in words": {"reconcile": {"leaseTtl": "1 minute"}},
+        "a zero lease TTL": {"reconcile": {"leaseTtl": "0"}},
     }
     for name, overrides in refused.items():
         check(
             bool(schema_errors(validator, merged(defaults, overrides))),
             f"values.schema.json accepts {name}",
+        )
+    # Leases let several replicas run the reconcile loops over one PostgreSQL database.
+    accepted = {
+        "the reconcile loops on three PostgreSQL replicas": {
+            "replicaCount": 3,
+            "database": {"url": "postgres://db/shops"},
+        },
+        "the reconcile loops on two replicas, PostgreSQL from an existing Secret": {
+            "replicaCount": 2,
+            "database": {"url": "", "existingSecret": "db", "engine": "postgres"},
+        },
+        "a lease TTL of 500ms": {"reconcile": {"leaseTtl": "500ms"}},
+    }
+    for name, overrides in accepted.items():
+        errors = schema_errors(validator, merged(defaults, overrides))
+        check(
+            not errors,
+            f"values.schema.json refuses {name}: " + "; ".join(e.message for e in errors),
         )
     return validator
 
@@ -356,20 +381,41 @@ def render_without_schema(values: dict) -> str:
 
 def check_helm_refusals(minimum_kube: str) -> None:
     section("the templates refuse what the controller cannot run; Helm refuses bad values")
-    refusals = {
-        "SQLite": {"replicaCount": 2, "reconcile": {"enabled": False}},
-        "leases": {"replicaCount": 2, "database": {"url": "postgres://db/shops"}},
-        "terminationGracePeriodSeconds": {"terminationGracePeriodSeconds": 30},
-        "below 1024": {"nginx": {"privilegedPort": "none"}},
-        "database.engine": {"database": {"url": "", "existingSecret": "db"}},
-        "not under database.sqlite.mountPath": {"database": {"url": "sqlite:/data/shops.db"}},
-    }
-    for expected, overrides in refusals.items():
+    postgres = {"url": "postgres://db/shops"}
+    refusals = [
+        ("SQLite", {"replicaCount": 2, "reconcile": {"enabled": False}}),
+        ("SQLite", {"replicaCount": 2}),
+        ("SQLite", {"replicaCount": 2, "database": {"existingSecret": "db", "engine": "sqlite"}}),
+        ("terminationGracePeriodSeconds", {"terminationGracePeriodSeconds": 30}),
+        ("below 1024", {"nginx": {"privilegedPort": "none"}}),
+        ("database.engine", {"database": {"url": "", "existingSecret": "db"}}),
+        ("not under database.sqlite.mountPath", {"database": {"url": "sqlite:/data/shops.db"}}),
+        (
+            "podDisruptionBudget",
+            {"replicaCount": 2, "database": postgres, "podDisruptionBudget": {"maxUnavailable": 2}},
+        ),
+        (
+            "podDisruptionBudget",
+            {
+                "replicaCount": 3,
+                "database": postgres,
+                "podDisruptionBudget": {"maxUnavailable": "67%"},
+            },
+        ),
+    ]
+    for expected, overrides in refusals:
         error = render_without_schema(overrides)
         check(
             expected in error,
             f"templates accept {overrides} (expected a failure naming {expected!r}): {error!r}",
         )
+    # The reconcile loops take leases: several replicas over PostgreSQL must render.
+    for overrides in (
+        {"replicaCount": 2, "database": postgres},
+        {"replicaCount": 3, "database": postgres, "podDisruptionBudget": {"maxUnavailable": "50%"}},
+    ):
+        error = render_without_schema(overrides)
+        check(not error, f"templates refuse {overrides}: {error!r}")
     bad = load_yaml(CHART / "ci" / "bad-values.yaml")
     try:
         render(bad)
@@ -434,6 +480,7 @@ def check_manifests(name: str, objects: list[dict], values: dict, kube_versions:
 
     check_ports(name, objects, values, container, ports, config)
     check_security(name, deployment, pod, container, config)
+    check_replicas(name, objects, values, deployment, container, config)
     check_secrets_stay_secret(name, objects, config_map, container)
     check_variables(name, config, container)
 
@@ -544,18 +591,56 @@ def check_security(name, deployment, pod, container, config) -> None:
     grace = int(config["SHOP_CONTROLLER_SHUTDOWN_GRACE"].rstrip("s"))
     loops = 30 if config.get("SHOP_CONTROLLER_RECONCILE") == "true" else 0
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    # The loops hand their leases back after their 30 s: that needs the margin kept above.
     check(
         pod["terminationGracePeriodSeconds"] > pre_stop + max(grace, loops),
         f"{name}: terminationGracePeriodSeconds does not cover preStop and the shutdown grace",
     )
-    single = config.get("SHOP_CONTROLLER_RECONCILE") == "true" or any(
-        m["name"] == "data" for m in container["volumeMounts"]
-    )
-    if single:
-        check(deployment["spec"]["replicas"] == 1, f"{name}: a single writer must have one replica")
+
+
+def database_engine(values: dict) -> str:
+    database = values["database"]
+    if database["existingSecret"]:
+        return database["engine"]
+    return "sqlite" if database["url"].startswith("sqlite:") else "postgres"
+
+
+def check_replicas(name, objects, values, deployment, container, config) -> None:
+    """SQLite: one pod, replaced. PostgreSQL: pods roll, the loops share shops by lease."""
+    replicas = deployment["spec"]["replicas"]
+    strategy = deployment["spec"]["strategy"]
+    check(replicas == values["replicaCount"], f"{name}: {replicas} replicas rendered")
+    has_data = any(m["name"] == "data" for m in container["volumeMounts"])
+    if database_engine(values) == "sqlite":
+        check(has_data, f"{name}: SQLite without its data volume")
+        check(replicas == 1, f"{name}: SQLite must have one replica")
+        check(strategy["type"] == "Recreate", f"{name}: SQLite must Recreate")
+    else:
+        check(not has_data, f"{name}: PostgreSQL with a SQLite data volume")
+        rolling = strategy.get("rollingUpdate", {})
         check(
-            deployment["spec"]["strategy"]["type"] == "Recreate",
-            f"{name}: a single writer must Recreate",
+            strategy["type"] == "RollingUpdate"
+            and rolling.get("maxUnavailable") == 0
+            and rolling.get("maxSurge", 0) >= 1,
+            f"{name}: PostgreSQL must roll one new pod in before an old one goes: {strategy}",
+        )
+    check(
+        config.get("SHOP_CONTROLLER_LEASE_TTL") == values["reconcile"]["leaseTtl"],
+        f"{name}: SHOP_CONTROLLER_LEASE_TTL is not reconcile.leaseTtl",
+    )
+
+    budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    check(
+        len(budgets) == int(values["podDisruptionBudget"]["enabled"]),
+        f"{name}: PodDisruptionBudget present iff enabled",
+    )
+    for budget in budgets:
+        evictable = budget["spec"].get("maxUnavailable", 0)
+        if isinstance(evictable, str):
+            evictable = -(-int(evictable.rstrip("%")) * replicas // 100)
+        check(
+            replicas == 1 or evictable < replicas,
+            f"{name}: the PodDisruptionBudget lets a drain evict all {replicas} replicas",
         )
 
 
@@ -603,6 +688,19 @@ def check_variables(name, config, container) -> None:
             f"src/config.rs now reads {variable}: drop it from PENDING_VARIABLES and the "
             f"TODO({issue}) notes, and check the chart's use of it",
         )
+
+
+def shares_the_loops(objects: list[dict]) -> bool:
+    """Whether these manifests run the reconcile loops on several pods that roll."""
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    configs = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == RELEASE]
+    return (
+        len(deployments) == 1
+        and len(configs) == 1
+        and deployments[0]["spec"]["replicas"] > 1
+        and deployments[0]["spec"]["strategy"]["type"] == "RollingUpdate"
+        and configs[0]["data"].get("SHOP_CONTROLLER_RECONCILE") == "true"
+    )
 
 
 # --- Container image files ---------------------------------------------------------------
@@ -689,6 +787,11 @@ def main() -> int:
         cases[str(path)] = load_yaml(path)
     rendered = check_helm(f"v{minimum}", cases)
     check_helm_refusals(f"v{minimum}")
+
+    check(
+        any(shares_the_loops(objects) for objects in rendered.values()),
+        "no ci/ values render the reconcile loops on several replicas rolled one at a time",
+    )
 
     run_as_user = None
     for name, objects in rendered.items():

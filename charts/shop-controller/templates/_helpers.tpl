@@ -69,11 +69,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 "true" when only one process may run at a time: SQLite has one writer and no cross-process
-notifications, and the reconcile loops take no leases yet (TODO(#4)). Such a release keeps
-one replica and replaces its pod with Recreate, never two at once.
+notifications or leases. Such a release keeps one replica and replaces its pod with Recreate,
+never two at once. On PostgreSQL any number of pods may run, the reconcile loops included:
+each shop is claimed by one replica through a lease in the database.
 */}}
 {{- define "shop-controller.singleWriter" -}}
-{{- if or (eq (include "shop-controller.databaseEngine" .) "sqlite") .Values.reconcile.enabled -}}
+{{- if eq (include "shop-controller.databaseEngine" .) "sqlite" -}}
 true
 {{- end -}}
 {{- end -}}
@@ -124,11 +125,24 @@ too; these messages also hold when schema validation is skipped.
 {{- $engine := include "shop-controller.databaseEngine" . -}}
 {{- $replicas := int .Values.replicaCount -}}
 {{- if and (eq $engine "sqlite") (gt $replicas 1) -}}
-{{- fail (printf "replicaCount is %d but the database is SQLite: SQLite has one writer and no cross-process notifications, so run one replica (replicaCount: 1) or use PostgreSQL" $replicas) -}}
+{{- fail (printf "replicaCount is %d but the database is SQLite: SQLite has one writer and no cross-process notifications or leases, so run one replica (replicaCount: 1) or use PostgreSQL" $replicas) -}}
 {{- end -}}
-{{- if and .Values.reconcile.enabled (gt $replicas 1) -}}
-{{- fail (printf "replicaCount is %d with reconcile.enabled: the reconcile loops take no leases yet (TODO(#4)), so they must run in one replica; set replicaCount: 1, or reconcile.enabled: false for API-only replicas" $replicas) -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- if and $pdb.enabled (gt $replicas 1) -}}
+{{- /* Kubernetes rounds a percentage of maxUnavailable up. */ -}}
+{{- $evictable := 0 -}}
+{{- if kindIs "string" $pdb.maxUnavailable -}}
+{{- $evictable = div (add (mul (int (trimSuffix "%" $pdb.maxUnavailable)) $replicas) 99) 100 -}}
+{{- else -}}
+{{- $evictable = int $pdb.maxUnavailable -}}
 {{- end -}}
+{{- if ge (int $evictable) $replicas -}}
+{{- fail (printf "podDisruptionBudget.maxUnavailable %v lets a drain evict all %d replicas at once; keep at least one available (maxUnavailable: 1)" $pdb.maxUnavailable $replicas) -}}
+{{- end -}}
+{{- end -}}
+{{- /* After their 30 s the loops hand their leases back, in the margin left above the sum; a
+pod killed before that leaves its shops to the other replicas only when reconcile.leaseTtl
+runs out. */ -}}
 {{- $loopsGrace := 0 -}}
 {{- if .Values.reconcile.enabled -}}{{- $loopsGrace = 30 -}}{{- end -}}
 {{- $stop := add (int .Values.preStopSleepSeconds) (max (int .Values.shutdownGraceSeconds) $loopsGrace) -}}
