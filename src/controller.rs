@@ -578,10 +578,12 @@ impl Controller {
                 Err(error) => return Err(error.into()),
             }
         }
+        // Other shops are being placed right now: look again soon, not on the failure
+        // schedule.
         Err(Blocked {
             reason: "PlacementContended",
-            message: "ports kept being taken".to_owned(),
-            outcome: Outcome::Retry("placement"),
+            message: "ports kept being taken by shops placed at the same time".to_owned(),
+            outcome: Outcome::Requeue(Duration::from_millis(200)),
         })
     }
 
@@ -849,7 +851,9 @@ impl Controller {
             .store
             .intent(shop, ResourceKind::Deployment)
             .await?
-            .and_then(|intent| intent.external_id)
+            .as_ref()
+            .and_then(deployment::started_id)
+            .map(str::to_owned)
         {
             match self.cloud.deployments(region).get_deployment(&id).await {
                 Ok(deployment) if deployment.status.is_active() => {

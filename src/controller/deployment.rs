@@ -49,7 +49,7 @@ impl Controller {
         if !Self::synced(view, ResourceKind::Artifact) {
             // Not ready to deploy: leave the group's queue rather than hold it up.
             if let Some(intent) = self.store.intent(shop, ResourceKind::Deployment).await?
-                && intent.external_id.is_none()
+                && started_id(&intent).is_none()
             {
                 self.store
                     .clear_intent(shop, ResourceKind::Deployment)
@@ -97,8 +97,10 @@ impl Controller {
 
         // The deployment this shop started, if any: wait for it, whatever its revision (a
         // group runs one at a time), then leave the queue.
-        if let Some(started) = intent.as_ref().filter(|i| i.external_id.is_some()) {
-            let id = started.external_id.clone().unwrap_or_default();
+        if let Some((started, id)) = intent
+            .as_ref()
+            .and_then(|i| started_id(i).map(|id| (i, id.to_owned())))
+        {
             let deployment = match deployments.get_deployment(&id).await {
                 Ok(deployment) => Some(deployment),
                 Err(error) if error.is_not_found() => None,
@@ -159,49 +161,76 @@ impl Controller {
             return Err(Blocked {
                 reason: "QueuedForDeploymentGroup",
                 message: format!("number {place} in the queue of deployment group {group_name}"),
-                outcome: Outcome::Requeue(self.deploy_poll()),
+                // The shop before it wakes it when it is done (on this replica); the poll is
+                // for the other replicas, and slower the further back the shop waits.
+                outcome: Outcome::Requeue(
+                    self.queue_poll(position.unwrap_or(QUEUE_WINDOW as usize)),
+                ),
             });
         }
 
         // Our turn. The group may still run a deployment of ours whose id a crash lost, or
-        // one started by hand.
-        let deployment =
-            match active_deployment(deployments.as_ref(), application, group_name).await? {
-                Some(active) if active.revision == revision => active,
-                Some(other) => {
-                    return Err(Blocked {
-                        reason: "DeploymentGroupBusy",
-                        message: format!("waiting for deployment {} of the group", other.id),
-                        outcome: Outcome::Requeue(self.deploy_poll()),
-                    });
-                }
-                None => {
-                    self.fence(lease).await?;
-                    self.install_shop_env(view, &region, &group.name, placed.port)
-                        .await?;
-                    let request = DeploymentRequest {
-                        application: application.to_owned(),
-                        deployment_group: group_name.to_owned(),
-                        revision: revision.clone(),
-                        description: format!("{shop} generation {}", view.record.generation),
-                    };
-                    self.fence(lease).await?;
-                    match deployments.create_deployment(&request).await {
-                        Ok(created) => {
-                            tracing::info!(shop, deployment = %created.id, "created deployment");
-                            created
-                        }
-                        Err(error) if matches!(error.kind, ErrorKind::QuotaExceeded(_)) => {
-                            return Err(Blocked {
-                                reason: "DeploymentGroupBusy",
-                                message: error.to_string(),
-                                outcome: Outcome::Requeue(self.deploy_poll()),
-                            });
-                        }
-                        Err(error) => return Err(error.into()),
+        // one started by hand. A create this shop attempted without recording the id may even
+        // have finished already: look for it among the group's newest deployments.
+        let attempted = queued.external_id.as_deref() == Some(CREATING);
+        let lost = if attempted {
+            let since = queued.updated_at - CLOCK_SKEW_MILLIS;
+            recent_deployment(
+                deployments.as_ref(),
+                application,
+                group_name,
+                &revision,
+                since,
+            )
+            .await?
+        } else {
+            None
+        };
+        let active = match lost {
+            Some(found) => Some(found),
+            None => active_deployment(deployments.as_ref(), application, group_name).await?,
+        };
+        let deployment = match active {
+            Some(active) if active.revision == revision => active,
+            Some(other) => {
+                return Err(Blocked {
+                    reason: "DeploymentGroupBusy",
+                    message: format!("waiting for deployment {} of the group", other.id),
+                    outcome: Outcome::Requeue(self.deploy_poll()),
+                });
+            }
+            None => {
+                self.fence(lease).await?;
+                self.install_shop_env(view, &region, &group.name, placed.port)
+                    .await?;
+                let request = DeploymentRequest {
+                    application: application.to_owned(),
+                    deployment_group: group_name.to_owned(),
+                    revision: revision.clone(),
+                    description: format!("{shop} generation {}", view.record.generation),
+                };
+                self.fence(lease).await?;
+                let creating = Intent {
+                    external_id: Some(CREATING.to_owned()),
+                    ..queued.clone()
+                };
+                self.store.record_intent(&creating, now_millis()).await?;
+                match deployments.create_deployment(&request).await {
+                    Ok(created) => {
+                        tracing::info!(shop, deployment = %created.id, "created deployment");
+                        created
                     }
+                    Err(error) if matches!(error.kind, ErrorKind::QuotaExceeded(_)) => {
+                        return Err(Blocked {
+                            reason: "DeploymentGroupBusy",
+                            message: error.to_string(),
+                            outcome: Outcome::Requeue(self.deploy_poll()),
+                        });
+                    }
+                    Err(error) => return Err(error.into()),
                 }
-            };
+            }
+        };
         let started = Intent {
             external_id: Some(deployment.id.clone()),
             ..queued
@@ -267,6 +296,12 @@ impl Controller {
         DEPLOY_POLL.min(self.config.loops.resync)
     }
 
+    /// How often a shop `position` places from the head of its queue looks again.
+    fn queue_poll(&self, position: usize) -> Duration {
+        let factor = u32::try_from(position.clamp(1, 30)).unwrap_or(30);
+        (self.deploy_poll() * factor).min(self.config.loops.resync.max(self.deploy_poll()))
+    }
+
     fn deployment_state(
         &self,
         deployment: Deployment,
@@ -297,6 +332,39 @@ impl Controller {
             }),
         }
     }
+}
+
+/// Marks an intent whose `CreateDeployment` was sent but whose id is not recorded yet.
+const CREATING: &str = "creating";
+/// How far CodeDeploy's clock may be behind ours when matching a lost deployment.
+const CLOCK_SKEW_MILLIS: i64 = 60_000;
+/// How many of a group's newest deployments are looked at for a lost one.
+const RECENT: usize = 5;
+
+/// The id of the deployment an intent started, if it got one.
+pub(super) fn started_id(intent: &Intent) -> Option<&str> {
+    intent.external_id.as_deref().filter(|id| *id != CREATING)
+}
+
+/// A deployment of `revision` created in the group since `since` (epoch milliseconds): the one
+/// a run created before it could record the id.
+async fn recent_deployment(
+    deployments: &dyn Deployments,
+    application: &str,
+    group: &str,
+    revision: &Revision,
+    since: i64,
+) -> Result<Option<Deployment>, reconcilers::cloud::CloudError> {
+    let page = deployments
+        .list_deployment_ids(application, group, &[], None)
+        .await?;
+    for id in page.items.iter().take(RECENT) {
+        let deployment = deployments.get_deployment(id).await?;
+        if deployment.revision == *revision && deployment.created_at >= since {
+            return Ok(Some(deployment));
+        }
+    }
+    Ok(None)
 }
 
 /// The deployment the group is running, if any.
