@@ -27,7 +27,7 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
 
 /// Waits until every shop is ready: built, deployed, reachable through its target group,
 /// listener and nginx config.
-async fn converged(store: &dyn Store, shops: &[String]) {
+pub(crate) async fn converged(store: &dyn Store, shops: &[String]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut done = true;
@@ -58,16 +58,16 @@ async fn converged(store: &dyn Store, shops: &[String]) {
 
 /// A controller running over a seeded SQLite store and a simulated AWS whose clock runs 40
 /// times faster (proxy reloads take 0.1 s instead of 4 s, builds 1.5 s instead of 60 s).
-struct Running {
-    server: TestServer,
-    aws: Arc<SimulatedAws>,
-    store: TestStore,
-    nginx_dir: std::path::PathBuf,
+pub(crate) struct Running {
+    pub(crate) server: TestServer,
+    pub(crate) aws: Arc<SimulatedAws>,
+    pub(crate) store: TestStore,
+    pub(crate) nginx_dir: std::path::PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
     loops: tokio::task::JoinHandle<()>,
 }
 
-async fn start() -> Running {
+pub(crate) async fn start() -> Running {
     let store = sqlite_store().await;
     let config = SimConfig {
         clock: ClockMode::Scaled(40.0),
@@ -79,11 +79,13 @@ async fn start() -> Running {
     shop_controller::dev::seed(store.store.as_ref(), &aws, &nginx_dir)
         .await
         .expect("seed");
-    let server =
-        TestServer::start(store.store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
     let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
     let config = ControllerConfig::new("e2e", Duration::from_millis(500));
-    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let controller = Arc::new(Controller::new(store.store.clone(), cloud.clone(), config));
+    let mut services =
+        shop_controller::server::services(store.store.clone(), cloud, Auth::Disabled);
+    services.planner = Some(controller.clone());
+    let server = TestServer::serve(services).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let loops = tokio::spawn(controller.run(async move {
         let _ = stopped.await;
@@ -99,7 +101,7 @@ async fn start() -> Running {
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.loops.await.expect("loops stop");
     }
@@ -325,7 +327,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
 }
 
 /// Waits until the shop's `kind` status satisfies `done`, and returns it.
-async fn wait_for(
+pub(crate) async fn wait_for(
     store: &dyn Store,
     shop: &str,
     kind: ResourceKind,

@@ -14,6 +14,7 @@ mod contract;
 mod controller;
 mod moto_controller;
 mod moto_s3;
+mod ops;
 mod replicas;
 mod shopctl;
 mod store;
