@@ -42,7 +42,7 @@ impl Controller {
             Ok(Some(intent)) if intent.external_id.is_none() => intent,
             Ok(_) => return,
             Err(error) => {
-                tracing::warn!(shop, %error, "could not read the deployment intent of a paused shop");
+                tracing::warn!(shop, %error, "could not read a paused shop's deployment intent");
                 return;
             }
         };
