@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use reconcilers::cloud::{CloudError, CloudProvider, ErrorKind, HealthCheck, Owner};
+use reconcilers::cloud::{CloudError, CloudProvider, ErrorKind, HealthCheck, ListenerSpec, Owner};
 use reconcilers::config::RegionConfig;
 use reconcilers::placement::{self, Candidate, NoRoom, Placed};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
@@ -38,7 +38,11 @@ mod command;
 mod deployment;
 mod nginx_config;
 mod observe;
+mod pause;
+mod plan;
 mod restart;
+
+pub use plan::{Plan, PlannedStep};
 
 /// The kinds the controller reconciles, in dependency order.
 pub const KINDS: [ResourceKind; 6] = [
@@ -155,6 +159,13 @@ impl From<StoreError> for Blocked {
             outcome: Outcome::Retry("store"),
         }
     }
+}
+
+/// What an observe and diff found: the desired object, AWS's, and the plan between them.
+struct Seen<D, O, C> {
+    desired: D,
+    observed: Option<O>,
+    plan: Vec<C>,
 }
 
 /// What a converged reconcile saw.
@@ -387,6 +398,9 @@ impl Controller {
                 return Outcome::Retry("store");
             }
         };
+        if let Some(pause) = &view.pause {
+            return self.paused(&view, key.kind, pause).await;
+        }
         let lease = match self.claim(&key.shop).await {
             Ok(Ok(lease)) => lease,
             // Looked at again when that claim would lapse (its holder may have died).
@@ -544,31 +558,9 @@ impl Controller {
             });
         }
         let shop = view.record.spec.shop_domain.as_str();
-        let groups = self
-            .store
-            .list_instance_groups(Some(region.region.as_str()))
-            .await?;
-        let fleet = self.cloud.fleet(region.region.as_str());
-        let mut running = Vec::with_capacity(groups.len());
-        for group in &groups {
-            let instances = self
-                .observations
-                .instances(fleet.as_ref(), region.region.as_str(), &group.name)
-                .await?;
-            running.push(instances.len());
-        }
-        let candidates: Vec<Candidate<'_>> = groups
-            .iter()
-            .zip(running)
-            .map(|(group, running_instances)| Candidate {
-                group,
-                running_instances,
-            })
-            .collect();
         // Another writer may take the chosen port first: choose again with its placement seen.
         for _ in 0..3 {
-            let placed = self.store.region_placements(region.region.as_str()).await?;
-            let choice = placement::choose(&candidates, &placed).map_err(no_room)?;
+            let choice = self.choose_placement(region, &self.observations).await?;
             match self.store.place_shop(shop, &choice, now_millis()).await {
                 Ok(placed) => {
                     tracing::info!(shop, group = %placed.instance_group, port = placed.port, "placed shop");
@@ -585,6 +577,34 @@ impl Controller {
             message: "ports kept being taken by shops placed at the same time".to_owned(),
             outcome: Outcome::Requeue(Duration::from_millis(200)),
         })
+    }
+
+    /// Where a new shop of `region` would go now; records nothing (the plan shows it too).
+    async fn choose_placement(
+        &self,
+        region: &RegionConfig,
+        observations: &observe::Observations,
+    ) -> Result<Placed, Blocked> {
+        let region = region.region.as_str();
+        let groups = self.store.list_instance_groups(Some(region)).await?;
+        let fleet = self.cloud.fleet(region);
+        let mut running = Vec::with_capacity(groups.len());
+        for group in &groups {
+            let instances = observations
+                .instances(fleet.as_ref(), region, &group.name)
+                .await?;
+            running.push(instances.len());
+        }
+        let candidates: Vec<Candidate<'_>> = groups
+            .iter()
+            .zip(running)
+            .map(|(group, running_instances)| Candidate {
+                group,
+                running_instances,
+            })
+            .collect();
+        let placed = self.store.region_placements(region).await?;
+        placement::choose(&candidates, &placed).map_err(no_room)
     }
 
     async fn region(&self, view: &ShopView) -> Result<RegionConfig, Blocked> {
@@ -612,33 +632,10 @@ impl Controller {
         let placed = self.placement(view, &region).await?;
         let region_name = region.region.as_str();
         let lb = self.cloud.load_balancing(region_name);
-        let nlb = self
-            .observations
-            .load_balancer(lb.as_ref(), region_name, &placed.nlb_arn)
+        let seen = self
+            .observe_target_group(view, region_name, &placed, &self.observations)
             .await?;
-        let vpc_id = nlb.map(|n| n.vpc_id).unwrap_or_default();
-        let fleet = self.cloud.fleet(region_name);
-        let instances = self
-            .observations
-            .instances(fleet.as_ref(), region_name, &placed.instance_group)
-            .await?;
-        let owner = self.owner(view, ResourceKind::TargetGroup);
-        let desired = target_group::desired(
-            &view.record.spec.shop_domain,
-            &placed,
-            &vpc_id,
-            &owner,
-            &instances,
-            self.config.health_check.clone(),
-        );
-
-        let known = self
-            .observations
-            .target_groups(lb.as_ref(), region_name)
-            .await?;
-        let observed =
-            target_group::observe(lb.as_ref(), &desired, &known.items, &known.tags).await?;
-        let plan = target_group::diff(&desired, observed.as_ref());
+        let (desired, observed, plan) = (&seen.desired, seen.observed.as_ref(), &seen.plan);
         if let Some(target_group::Change::Replace { why }) = plan.first() {
             return Err(Blocked {
                 reason: "ReplaceNeeded",
@@ -650,9 +647,9 @@ impl Controller {
             self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying target group plan");
         }
-        let applied = target_group::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await;
+        let applied = target_group::apply(lb.as_ref(), desired, observed, plan).await;
         if !plan.is_empty() {
-            let arn = observed.as_ref().map(|o| o.group.arn.as_str());
+            let arn = observed.map(|o| o.group.arn.as_str());
             self.observations.changed(region_name, arn).await;
         }
         let group = applied?;
@@ -665,6 +662,44 @@ impl Controller {
             ),
             observed: group.map_or_else(String::new, |g| g.arn),
             reason: "",
+        })
+    }
+
+    /// The target group's observe and diff, shared by the reconcile and the plan: reads only.
+    async fn observe_target_group(
+        &self,
+        view: &ShopView,
+        region: &str,
+        placed: &Placed,
+        observations: &observe::Observations,
+    ) -> Result<Seen<target_group::Desired, target_group::Observed, target_group::Change>, Blocked>
+    {
+        let lb = self.cloud.load_balancing(region);
+        let nlb = observations
+            .load_balancer(lb.as_ref(), region, &placed.nlb_arn)
+            .await?;
+        let vpc_id = nlb.map(|n| n.vpc_id).unwrap_or_default();
+        let fleet = self.cloud.fleet(region);
+        let instances = observations
+            .instances(fleet.as_ref(), region, &placed.instance_group)
+            .await?;
+        let owner = self.owner(view, ResourceKind::TargetGroup);
+        let desired = target_group::desired(
+            &view.record.spec.shop_domain,
+            placed,
+            &vpc_id,
+            &owner,
+            &instances,
+            self.config.health_check.clone(),
+        );
+        let known = observations.target_groups(lb.as_ref(), region).await?;
+        let observed =
+            target_group::observe(lb.as_ref(), &desired, &known.items, &known.tags).await?;
+        let plan = target_group::diff(&desired, observed.as_ref());
+        Ok(Seen {
+            desired,
+            observed,
+            plan,
         })
     }
 
@@ -692,15 +727,10 @@ impl Controller {
             ));
         };
 
-        let owner = self.owner(view, ResourceKind::Listener);
-        let desired = listener::desired(&placed.nlb_arn, placed.port, &group.arn, &owner);
-        let listeners = self
-            .observations
-            .listeners(lb.as_ref(), region_name, &placed.nlb_arn)
+        let seen = self
+            .observe_listener(view, region_name, &placed, &group.arn, &self.observations)
             .await?;
-        let observed =
-            listener::observe(lb.as_ref(), &desired, &listeners.items, &listeners.tags).await?;
-        let plan = listener::diff(&desired, observed.as_ref());
+        let (desired, observed, plan) = (&seen.desired, seen.observed.as_ref(), &seen.plan);
         if let Some(listener::Change::Conflict { why }) = plan.first() {
             return Err(Blocked {
                 reason: "PortConflict",
@@ -712,9 +742,9 @@ impl Controller {
             self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying listener plan");
         }
-        let applied = listener::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await;
+        let applied = listener::apply(lb.as_ref(), desired, observed, plan).await;
         if !plan.is_empty() {
-            let arn = observed.as_ref().map(|o| o.listener.arn.as_str());
+            let arn = observed.map(|o| o.listener.arn.as_str());
             self.observations.changed(region_name, arn).await;
         }
         let listener = applied?;
@@ -722,6 +752,31 @@ impl Controller {
             desired: format!("TCP :{} -> {name}", placed.port),
             observed: listener.map_or_else(String::new, |l| l.arn),
             reason: "",
+        })
+    }
+
+    /// The listener's observe and diff, shared by the reconcile and the plan: reads only.
+    async fn observe_listener(
+        &self,
+        view: &ShopView,
+        region: &str,
+        placed: &Placed,
+        target_group_arn: &str,
+        observations: &observe::Observations,
+    ) -> Result<Seen<ListenerSpec, listener::Observed, listener::Change>, Blocked> {
+        let lb = self.cloud.load_balancing(region);
+        let owner = self.owner(view, ResourceKind::Listener);
+        let desired = listener::desired(&placed.nlb_arn, placed.port, target_group_arn, &owner);
+        let listeners = observations
+            .listeners(lb.as_ref(), region, &placed.nlb_arn)
+            .await?;
+        let observed =
+            listener::observe(lb.as_ref(), &desired, &listeners.items, &listeners.tags).await?;
+        let plan = listener::diff(&desired, observed.as_ref());
+        Ok(Seen {
+            desired,
+            observed,
+            plan,
         })
     }
 }

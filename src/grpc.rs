@@ -39,6 +39,9 @@ pub struct Services {
     pub auth: Auth,
     /// Set by `shop-controller dev` only: the simulated AWS that `DevService` breaks things in.
     pub dev_cloud: Option<Arc<dyn reconcilers::cloud::CloudProvider>>,
+    /// Answers `PlanShop` with the reconcilers' own observe and diff; a server without one
+    /// answers it as unavailable.
+    pub planner: Option<Arc<crate::controller::Controller>>,
 }
 
 /// Maps a write-path error to a status. Internal details go to the log, not to the caller.

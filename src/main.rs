@@ -31,13 +31,14 @@ async fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
-            let controller = args.reconcile.reconcile.then(|| {
-                let mut config =
-                    ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
-                config.lease.ttl = args.reconcile.lease_ttl;
-                Arc::new(Controller::new(store.clone(), cloud.clone(), config))
-            });
-            let services = server::services(store, cloud, auth);
+            let mut config =
+                ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
+            config.lease.ttl = args.reconcile.lease_ttl;
+            // PlanShop runs the loops' observe and diff, so a server without loops plans too.
+            let planner = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
+            let controller = args.reconcile.reconcile.then(|| planner.clone());
+            let mut services = server::services(store, cloud, auth);
+            services.planner = Some(planner);
             server::serve_and_reconcile(listener, services, tls, controller, args.shutdown_grace)
                 .await?;
         }
@@ -63,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
             let controller = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
             let mut services = server::services(store, cloud.clone(), Auth::Disabled);
             services.dev_cloud = Some(cloud);
+            services.planner = Some(controller.clone());
             let grace = std::time::Duration::from_secs(5);
             server::serve_and_reconcile(listener, services, None, Some(controller), grace).await?;
         }

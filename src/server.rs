@@ -85,6 +85,7 @@ pub fn services(store: Arc<dyn Store>, cloud: Arc<dyn CloudProvider>, auth: Auth
         store,
         auth,
         dev_cloud: None,
+        planner: None,
     }
 }
 

@@ -17,7 +17,8 @@ use std::time::Duration;
 use reconcilers::cloud::{
     Deployment, DeploymentRequest, DeploymentStatus, Deployments, ErrorKind, Revision,
 };
-use reconcilers::config::RegionConfig;
+use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::placement::Placed;
 use reconcilers::shell::RestartCommand;
 use reconcilers::status::{ResourceKind, SyncState};
 
@@ -32,12 +33,20 @@ const DEPLOY_POLL: Duration = Duration::from_secs(10);
 /// The longest writing the shop's env file on its instances may take.
 const SHOP_ENV_TIMEOUT: Duration = Duration::from_secs(60);
 /// How far into a group's queue a waiting shop looks for its place.
-const QUEUE_WINDOW: u32 = 500;
+pub(super) const QUEUE_WINDOW: u32 = 500;
 const ACTIVE: [DeploymentStatus; 3] = [
     DeploymentStatus::Created,
     DeploymentStatus::Queued,
     DeploymentStatus::InProgress,
 ];
+
+/// See [`Controller::deployment_target`].
+pub(super) struct DeploymentTarget {
+    pub(super) group: InstanceGroup,
+    pub(super) revision: Revision,
+    pub(super) desired: String,
+    pub(super) scope: String,
+}
 
 impl Controller {
     pub(super) async fn deployment(
@@ -62,26 +71,17 @@ impl Controller {
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let group = self
-            .store
-            .get_instance_group(&placed.instance_group)
-            .await?
-            .ok_or_else(|| Blocked::waiting("GroupMissing", "the shop's instance group is gone"))?;
-        let spec = &view.record.spec;
-        let revision = Revision {
-            bucket: region.artifact_bucket.to_string(),
-            key: artifact_key(shop, spec.source_version.as_str()),
-            version: None,
-        };
-        let desired = format!(
-            "s3://{}/{} on {}",
-            revision.bucket, revision.key, group.name
-        );
-        let previous = view
-            .resources
-            .iter()
-            .find(|r| r.kind == ResourceKind::Deployment);
-        if previous.is_some_and(|p| p.sync == SyncState::Synced && p.desired == desired) {
+        let DeploymentTarget {
+            group,
+            revision,
+            desired,
+            scope,
+        } = self.deployment_target(view, &region, &placed).await?;
+        if Self::deployed(view, &desired) {
+            let previous = view
+                .resources
+                .iter()
+                .find(|r| r.kind == ResourceKind::Deployment);
             return Ok(Converged {
                 desired,
                 observed: previous.map(|p| p.observed.clone()).unwrap_or_default(),
@@ -92,7 +92,6 @@ impl Controller {
         let deployments = self.cloud.deployments(region.region.as_str());
         let application = region.codedeploy_application.as_str();
         let group_name = group.codedeploy_deployment_group.as_str();
-        let scope = format!("{application}/{group_name}");
         let mut intent = self.store.intent(shop, ResourceKind::Deployment).await?;
 
         // The deployment this shop started, if any: wait for it, whatever its revision (a
@@ -239,6 +238,49 @@ impl Controller {
         self.deployment_state(deployment, desired)
     }
 
+    /// The deployment the spec asks for, and the queue (`application/group`) it waits in.
+    pub(super) async fn deployment_target(
+        &self,
+        view: &ShopView,
+        region: &RegionConfig,
+        placed: &Placed,
+    ) -> Result<DeploymentTarget, Blocked> {
+        let group = self
+            .store
+            .get_instance_group(&placed.instance_group)
+            .await?
+            .ok_or_else(|| Blocked::waiting("GroupMissing", "the shop's instance group is gone"))?;
+        let shop = view.record.spec.shop_domain.as_str();
+        let revision = Revision {
+            bucket: region.artifact_bucket.to_string(),
+            key: artifact_key(shop, view.record.spec.source_version.as_str()),
+            version: None,
+        };
+        let desired = format!(
+            "s3://{}/{} on {}",
+            revision.bucket, revision.key, group.name
+        );
+        let scope = format!(
+            "{}/{}",
+            region.codedeploy_application, group.codedeploy_deployment_group
+        );
+        Ok(DeploymentTarget {
+            group,
+            revision,
+            desired,
+            scope,
+        })
+    }
+
+    /// Whether the status says `desired` was deployed.
+    pub(super) fn deployed(view: &ShopView, desired: &str) -> bool {
+        view.resources.iter().any(|r| {
+            r.kind == ResourceKind::Deployment
+                && r.sync == SyncState::Synced
+                && r.desired == desired
+        })
+    }
+
     /// Writes the shop's env file (domain and port) on every running instance of its group.
     async fn install_shop_env(
         &self,
@@ -276,7 +318,7 @@ impl Controller {
     }
 
     /// Wakes the next shop of a deployment group's queue on this replica (others poll).
-    async fn wake_next_deployment(&self, scope: &str) {
+    pub(super) async fn wake_next_deployment(&self, scope: &str) {
         match self
             .store
             .intent_queue(ResourceKind::Deployment, scope, 1)

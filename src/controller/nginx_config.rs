@@ -9,13 +9,23 @@ use reconcilers::Hostname;
 use reconcilers::cloud::RunCommand;
 use reconcilers::config::RegionConfig;
 use reconcilers::nginx::{self as render, ConfigFileName, FileDrift, ShopSite, Upstream};
+use reconcilers::placement::Placed;
 use reconcilers::status::ResourceKind;
 
 use super::command::{Task, run_on};
+use super::observe::Observations;
 use super::{Blocked, Controller, Converged};
 use crate::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir, NginxError};
 use crate::runtime::Outcome;
 use crate::store::{Lease, ShopView};
+
+/// The shop's nginx file: where it goes, what it should say, how the live one differs.
+pub(super) struct NginxSeen {
+    dir: NginxDir,
+    pub(super) file: ConfigFileName,
+    text: String,
+    pub(super) drift: FileDrift,
+}
 
 /// Checks the config before reloading, so a proxy never drops a working config.
 const RELOAD: [&str; 2] = ["nginx -t", "nginx -s reload"];
@@ -50,9 +60,47 @@ impl Controller {
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
+        let seen = self
+            .observe_nginx(view, &region, &placed, &self.observations)
+            .await?;
+        let (dir, file, drift) = (&seen.dir, &seen.file, seen.drift.clone());
+        let spec = &view.record.spec;
+        if drift != FileDrift::InSync {
+            self.fence(lease).await?;
+            tracing::info!(shop = %spec.shop_domain, drift = ?drift, "installing nginx config");
+            dir.install(file, &seen.text).await.map_err(nginx_error)?;
+        }
+        let proxies = if reload_due(view, &drift) {
+            self.fence(lease).await?;
+            Some(self.reload_proxies(&region).await?)
+        } else {
+            None
+        };
+        Ok(Converged {
+            desired: format!(
+                "{} for generation {}",
+                file.as_str(),
+                view.record.generation
+            ),
+            observed: match proxies {
+                Some(count) => format!("installed, reloaded on {count} proxies"),
+                None => previous_observed(view),
+            },
+            reason: "",
+        })
+    }
+
+    /// The shop's file as it should be and how the live one differs, shared by the reconcile
+    /// and the plan: reads only.
+    pub(super) async fn observe_nginx(
+        &self,
+        view: &ShopView,
+        region: &RegionConfig,
+        placed: &Placed,
+        observations: &Observations,
+    ) -> Result<NginxSeen, Blocked> {
         let lb = self.cloud.load_balancing(region.region.as_str());
-        let nlb = self
-            .observations
+        let nlb = observations
             .load_balancer(lb.as_ref(), region.region.as_str(), &placed.nlb_arn)
             .await?;
         let dns_name = nlb.map(|n| n.dns_name).unwrap_or_default();
@@ -73,35 +121,14 @@ impl Controller {
         };
         let text = render::render(&site, &self.config.proxy);
         let file = file_name(&spec.shop_domain)?;
-        let dir = self.nginx_dir(&region)?;
-
+        let dir = self.nginx_dir(region)?;
         let observed = dir.read(&file).await.map_err(nginx_error)?;
         let drift = render::compare(&text, observed.as_deref());
-        if drift != FileDrift::InSync {
-            self.fence(lease).await?;
-            tracing::info!(shop = %spec.shop_domain, drift = ?drift, "installing nginx config");
-            dir.install(&file, &text).await.map_err(nginx_error)?;
-        }
-        // A file already in place may not have been reloaded yet (a crash in between): reload
-        // until this generation's status says it was.
-        let reloaded = drift == FileDrift::InSync && Self::synced(view, ResourceKind::NginxConfig);
-        let proxies = if reloaded {
-            None
-        } else {
-            self.fence(lease).await?;
-            Some(self.reload_proxies(&region).await?)
-        };
-        Ok(Converged {
-            desired: format!(
-                "{} for generation {}",
-                file.as_str(),
-                view.record.generation
-            ),
-            observed: match proxies {
-                Some(count) => format!("installed, reloaded on {count} proxies"),
-                None => previous_observed(view),
-            },
-            reason: "",
+        Ok(NginxSeen {
+            dir,
+            file,
+            text,
+            drift,
         })
     }
 
@@ -170,6 +197,12 @@ async fn reload(ssm: &dyn RunCommand, instances: &[String]) -> Result<(), Blocke
         RELOAD_TIMEOUT,
     )
     .await
+}
+
+/// Whether the proxies must reload. A file already in place may not have been reloaded yet (a
+/// crash in between): reload until this generation's status says it was.
+pub(super) fn reload_due(view: &ShopView, drift: &FileDrift) -> bool {
+    *drift != FileDrift::InSync || !Controller::synced(view, ResourceKind::NginxConfig)
 }
 
 fn file_name(shop: &Hostname) -> Result<ConfigFileName, Blocked> {

@@ -93,8 +93,17 @@ pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Runn
     shop_controller::dev::seed(store.store.as_ref(), &aws, &nginx_dir)
         .await
         .expect("seed");
-    let server =
-        TestServer::start(store.store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
+    // The server plans with a controller of its own, as `serve` does without the loops.
+    let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
+    let planner = Arc::new(Controller::new(
+        store.store.clone(),
+        cloud.clone(),
+        config.clone(),
+    ));
+    let mut services =
+        shop_controller::server::services(store.store.clone(), cloud, Auth::Disabled);
+    services.planner = Some(planner);
+    let server = TestServer::serve(services).await;
     let (stop, loops) = spawn_controller(&store, &aws, config);
     Running {
         server,

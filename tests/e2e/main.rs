@@ -16,6 +16,7 @@ mod convergence;
 mod crash;
 mod moto_controller;
 mod moto_s3;
+mod ops;
 mod replicas;
 mod shopctl;
 mod store;

@@ -188,7 +188,7 @@ impl TestServer {
         Self::serve(services).await
     }
 
-    async fn serve(services: shop_controller::grpc::Services) -> Self {
+    pub(crate) async fn serve(services: shop_controller::grpc::Services) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -86,10 +86,25 @@ pub(crate) enum Command {
         #[arg(long)]
         shop: Option<String>,
     },
-    /// Region configurations.
+    /// Stop reconciling a shop (teardown included) until `resume`.
+    Pause {
+        shop_domain: String,
+        /// Why, for whoever finds the shop paused.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reconcile a paused shop again, at once.
+    Resume {
+        shop_domain: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show what the controller would do next for a shop, without doing it.
+    Plan { shop_domain: String },
+    /// Region configurations, and pausing a whole region.
     Region {
         #[command(subcommand)]
-        command: ConfigCommand,
+        command: RegionCommand,
     },
     /// EC2 instance groups.
     Group {
@@ -123,6 +138,24 @@ impl BreakWhat {
             BreakWhat::NginxFile => BreakTarget::NginxFile,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegionCommand {
+    #[command(flatten)]
+    Config(ConfigCommand),
+    /// Stop reconciling every shop of the region until `resume`.
+    Pause {
+        region: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reconcile the region's shops again, at once.
+    Resume {
+        region: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,9 +17,11 @@ use shop_controller::grpc::proto::*;
 use tokio_stream::StreamExt;
 use tonic::Status;
 
-use cli::{Cli, Command, ConfigCommand, GroupFile, Output, RegionFile, read_yaml};
+use cli::{Cli, Command, ConfigCommand, GroupFile, Output, RegionCommand, RegionFile, read_yaml};
 use connect::{Authed, connect};
-use render::{group_json, print, region_json, shop_details, shop_json, shop_row, yaml};
+use render::{
+    group_json, plan_json, plan_text, print, region_json, shop_details, shop_json, shop_row, yaml,
+};
 
 mod cli;
 mod connect;
@@ -154,7 +156,84 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 print(output, &format!("{kind:<8} {}", shop_row(&shop)), &value);
             }
         }
-        Command::Region { command } => region(&mut admin, output, command).await?,
+        Command::Pause {
+            shop_domain,
+            reason,
+        } => {
+            let request = PauseShopRequest {
+                shop_domain,
+                reason,
+            };
+            let response = shops.pause_shop(request).await?.into_inner();
+            let verb = if response.changed {
+                "paused"
+            } else {
+                "already paused"
+            };
+            let value = json!({ "shop_domain": response.shop_domain, "changed": response.changed });
+            print(output, &format!("{}: {verb}", response.shop_domain), &value);
+        }
+        Command::Resume {
+            shop_domain,
+            reason,
+        } => {
+            let request = ResumeShopRequest {
+                shop_domain,
+                reason,
+            };
+            let response = shops.resume_shop(request).await?.into_inner();
+            let verb = if response.changed {
+                "resumed"
+            } else {
+                "was not paused"
+            };
+            let value = json!({ "shop_domain": response.shop_domain, "changed": response.changed });
+            print(output, &format!("{}: {verb}", response.shop_domain), &value);
+        }
+        Command::Plan { shop_domain } => {
+            let plan = shops
+                .plan_shop(PlanShopRequest { shop_domain })
+                .await?
+                .into_inner();
+            print(output, &plan_text(&plan), &plan_json(&plan));
+        }
+        Command::Region {
+            command: RegionCommand::Config(command),
+        } => region(&mut admin, output, command).await?,
+        Command::Region {
+            command: RegionCommand::Pause { region, reason },
+        } => {
+            let request = PauseRegionRequest { region, reason };
+            let response = admin.pause_region(request).await?.into_inner();
+            let verb = if response.changed {
+                "paused"
+            } else {
+                "already paused"
+            };
+            let value = json!({ "region": response.region, "changed": response.changed });
+            print(
+                output,
+                &format!("region {}: {verb}", response.region),
+                &value,
+            );
+        }
+        Command::Region {
+            command: RegionCommand::Resume { region, reason },
+        } => {
+            let request = ResumeRegionRequest { region, reason };
+            let response = admin.resume_region(request).await?.into_inner();
+            let verb = if response.changed {
+                "resumed"
+            } else {
+                "was not paused"
+            };
+            let value = json!({ "region": response.region, "changed": response.changed });
+            print(
+                output,
+                &format!("region {}: {verb}", response.region),
+                &value,
+            );
+        }
         Command::Group { command } => group(&mut admin, output, command).await?,
         Command::Break { shop_domain, what } => {
             let response = dev
