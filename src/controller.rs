@@ -385,6 +385,7 @@ impl Controller {
                 return Outcome::Retry("store");
             }
         };
+        tracing::Span::current().record("generation", view.record.generation);
         let lease = match self.claim(&key.shop).await {
             Ok(Ok(lease)) => lease,
             // Looked at again when that claim would lapse (its holder may have died).
