@@ -27,7 +27,7 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
 
 /// Waits until every shop is ready: built, deployed, reachable through its target group,
 /// listener and nginx config.
-async fn converged(store: &dyn Store, shops: &[String]) {
+pub(crate) async fn converged(store: &dyn Store, shops: &[String]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut done = true;
@@ -58,16 +58,17 @@ async fn converged(store: &dyn Store, shops: &[String]) {
 
 /// A controller running over a seeded SQLite store and a simulated AWS whose clock runs 40
 /// times faster (proxy reloads take 0.1 s instead of 4 s, builds 1.5 s instead of 60 s).
-struct Running {
-    server: TestServer,
-    aws: Arc<SimulatedAws>,
-    store: TestStore,
-    nginx_dir: std::path::PathBuf,
+pub(crate) struct Running {
+    pub(crate) server: TestServer,
+    pub(crate) aws: Arc<SimulatedAws>,
+    pub(crate) store: TestStore,
+    pub(crate) nginx_dir: std::path::PathBuf,
+    pub(crate) controller: Arc<Controller>,
     stop: tokio::sync::oneshot::Sender<()>,
     loops: tokio::task::JoinHandle<()>,
 }
 
-async fn start() -> Running {
+pub(crate) async fn start() -> Running {
     let store = sqlite_store().await;
     let config = SimConfig {
         clock: ClockMode::Scaled(40.0),
@@ -85,7 +86,7 @@ async fn start() -> Running {
     let config = ControllerConfig::new("e2e", Duration::from_millis(500));
     let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loops = tokio::spawn(controller.run(async move {
+    let loops = tokio::spawn(controller.clone().run(async move {
         let _ = stopped.await;
     }));
     Running {
@@ -93,13 +94,14 @@ async fn start() -> Running {
         aws,
         store,
         nginx_dir,
+        controller,
         stop,
         loops,
     }
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.loops.await.expect("loops stop");
     }

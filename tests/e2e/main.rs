@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod contract;
 mod controller;
+mod metrics;
 mod moto_controller;
 mod moto_s3;
 mod replicas;
