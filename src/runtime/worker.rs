@@ -313,12 +313,6 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
-    impl SpanKey for u32 {
-        fn record_in(&self, span: &Span) {
-            span.record("shop", self);
-        }
-    }
-
     /// Exact timing (no jitter) with small numbers, so tests can name each start time.
     fn exact_config() -> LoopConfig {
         LoopConfig {

@@ -802,12 +802,12 @@ macro_rules! impl_store {
                 async fn count_shops(&self) -> Result<ShopCounts> {
                     // Ready as `get_shop` reads it: the flag holds for the current generation.
                     let row = sqlx::query(
-                        "SELECT \
-                         COALESCE(SUM(CASE WHEN s.deletion_requested_at IS NOT NULL THEN 1 ELSE 0 END), 0), \
-                         COALESCE(SUM(CASE WHEN s.deletion_requested_at IS NULL \
-                             AND st.ready AND st.ready_generation = s.generation THEN 1 ELSE 0 END), 0), \
-                         COUNT(*) \
-                         FROM shops s LEFT JOIN shop_status st ON st.shop_domain = s.shop_domain",
+                        "SELECT COALESCE(SUM(CASE \
+                             WHEN s.deletion_requested_at IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN s.deletion_requested_at IS NULL AND st.ready \
+                             AND st.ready_generation = s.generation THEN 1 ELSE 0 END), 0), \
+                         COUNT(*) FROM shops s \
+                         LEFT JOIN shop_status st ON st.shop_domain = s.shop_domain",
                     )
                     .fetch_one(&self.pool)
                     .await

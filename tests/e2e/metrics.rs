@@ -103,7 +103,10 @@ async fn a_scrape_reports_loops_calls_shops_and_leases_without_shop_names() {
 
     let done = r#"shop_controller_reconciles_total{kind="target_group",outcome="done"}"#;
     assert!(sample(&text, done).expect("target group reconciles") >= 1.0);
-    let create = r#"shop_controller_aws_calls_total{service="elasticloadbalancing",operation="CreateTargetGroup",outcome="ok"}"#;
+    let create = concat!(
+        r#"shop_controller_aws_calls_total{service="elasticloadbalancing","#,
+        r#"operation="CreateTargetGroup",outcome="ok"}"#
+    );
     assert!(sample(&text, create).expect("CreateTargetGroup calls") >= 1.0);
     assert!(family_sum(&text, "shop_controller_aws_calls_total") > 0.0);
     for kind in KINDS {
