@@ -30,7 +30,7 @@ use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
-use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
+use crate::runtime::{LoopConfig, Outcome, QueueStats, ShopKey, WorkQueue, run};
 use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 mod artifact;
@@ -207,6 +207,20 @@ impl Controller {
             leases: Mutex::new(HashMap::new()),
             queues: OnceLock::new(),
         }
+    }
+
+    /// Each loop's queue figures, for metrics; empty until [`Controller::run`] starts.
+    pub fn loop_stats(&self) -> Vec<(ResourceKind, QueueStats)> {
+        let queues = self.queues.get().map_or(&[][..], Vec::as_slice);
+        queues
+            .iter()
+            .map(|(kind, queue)| (*kind, queue.stats()))
+            .collect()
+    }
+
+    /// How many shops this replica holds a lease on, for metrics.
+    pub fn leases_held(&self) -> usize {
+        self.leases.lock().map_or(0, |leases| leases.len())
     }
 
     /// Wakes one key of this replica's loops, as a spec change would.
@@ -398,6 +412,7 @@ impl Controller {
                 return Outcome::Retry("store");
             }
         };
+        tracing::Span::current().record("generation", view.record.generation);
         if let Some(pause) = &view.pause {
             return self.paused(&view, key.kind, pause).await;
         }

@@ -138,6 +138,15 @@ pub struct ShopEvent {
     pub message: String,
 }
 
+/// How many shops are in each condition, for metrics. A shop being deleted counts only as
+/// deleting, whatever its Ready flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShopCounts {
+    pub ready: u64,
+    pub not_ready: u64,
+    pub deleting: u64,
+}
+
 /// A page request over shops, ordered by shop domain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShopQuery {
@@ -216,6 +225,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_shop(&self, shop_domain: &str, now: i64) -> Result<ShopRecord>;
     async fn get_shop(&self, shop_domain: &str) -> Result<Option<ShopView>>;
     async fn list_shops(&self, query: &ShopQuery) -> Result<ShopPage>;
+    /// Shops by condition, in one aggregate query.
+    async fn count_shops(&self) -> Result<ShopCounts>;
     /// The newest `limit` events of a shop, oldest first.
     async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>>;
 

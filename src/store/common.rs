@@ -229,8 +229,8 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement, Result, ShopEvent, ShopPage,
-                ShopQuery, ShopView, Store, StoreError,
+                Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement, Result, ShopCounts,
+                ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
             };
             use reconcilers::status::ResourceKind;
 
@@ -916,6 +916,31 @@ macro_rules! impl_store {
 
                 async fn list_shops(&self, query: &ShopQuery) -> Result<ShopPage> {
                     self.list_page(query, None).await
+                }
+
+                async fn count_shops(&self) -> Result<ShopCounts> {
+                    // Ready as `get_shop` reads it: the flag holds for the current generation.
+                    let row = sqlx::query(
+                        "SELECT COALESCE(SUM(CASE \
+                             WHEN s.deletion_requested_at IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN s.deletion_requested_at IS NULL AND st.ready \
+                             AND st.ready_generation = s.generation THEN 1 ELSE 0 END), 0), \
+                         COUNT(*) FROM shops s \
+                         LEFT JOIN shop_status st ON st.shop_domain = s.shop_domain",
+                    )
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("count shops"))?;
+                    let get = |index| -> Result<u64> {
+                        let count: i64 = row.try_get(index).map_err(db("decode shop counts"))?;
+                        Ok(u64::try_from(count).unwrap_or(0))
+                    };
+                    let (deleting, ready, total) = (get(0)?, get(1)?, get(2)?);
+                    Ok(ShopCounts {
+                        ready,
+                        not_ready: total.saturating_sub(ready + deleting),
+                        deleting,
+                    })
                 }
 
                 async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>> {

@@ -68,6 +68,7 @@ pub(crate) struct Running {
     pub(crate) aws: Arc<SimulatedAws>,
     pub(crate) store: TestStore,
     pub(crate) nginx_dir: std::path::PathBuf,
+    pub(crate) controller: Arc<Controller>,
     pub(crate) stop: tokio::sync::oneshot::Sender<()>,
     pub(crate) loops: tokio::task::JoinHandle<()>,
 }
@@ -101,15 +102,20 @@ pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Runn
         config.clone(),
     ));
     let mut services =
-        shop_controller::server::services(store.store.clone(), cloud, Auth::Disabled);
+        shop_controller::server::services(store.store.clone(), cloud.clone(), Auth::Disabled);
     services.planner = Some(planner);
     let server = TestServer::serve(services).await;
-    let (stop, loops) = spawn_controller(&store, &aws, config);
+    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let loops = tokio::spawn(controller.clone().run(async move {
+        let _ = stopped.await;
+    }));
     Running {
         server,
         aws,
         store,
         nginx_dir,
+        controller,
         stop,
         loops,
     }

@@ -14,6 +14,7 @@ mod contract;
 mod controller;
 mod convergence;
 mod crash;
+mod metrics;
 mod moto_controller;
 mod moto_s3;
 mod ops;
