@@ -3,7 +3,11 @@
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/shop/v1/shop.proto", "proto/shop/v1/admin.proto"];
+    let files = [
+        "proto/shop/v1/shop.proto",
+        "proto/shop/v1/admin.proto",
+        "proto/shop/v1/dev.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

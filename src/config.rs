@@ -102,6 +102,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "SHOP_CONTROLLER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -144,6 +146,16 @@ pub struct DevArgs {
     /// How often every resource is looked at again (short, so healing shows quickly).
     #[arg(long, env = "SHOP_CONTROLLER_RESYNC", default_value = "30s", value_parser = parse_duration)]
     pub resync: Duration,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Address of the Prometheus endpoint (`/metrics`, `/healthz`), such as `0.0.0.0:9090`;
+    /// off when unset.
+    #[arg(long, env = "SHOP_CONTROLLER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]

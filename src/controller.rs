@@ -13,28 +13,36 @@
 //! claim only if it is still this replica's, by the database's clock. A replica that slept past
 //! its lease therefore changes nothing; a shop another replica holds is looked at again when
 //! that claim would lapse.
-//! TODO(#4): bulk per-region observation.
+//!
+//! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
+//! short while, so a resync does not read every target group once per shop.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use reconcilers::cloud::{CloudError, CloudProvider, ErrorKind, HealthCheck, Owner};
+use reconcilers::cloud::{CloudError, CloudProvider, ErrorKind, HealthCheck, ListenerSpec, Owner};
 use reconcilers::config::RegionConfig;
 use reconcilers::placement::{self, Candidate, NoRoom, Placed};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use reconcilers::{listener, target_group};
 use tokio::sync::broadcast;
+use tokio::task::JoinSet;
 
-use crate::runtime::{LoopConfig, Outcome, ShopKey, WorkQueue, run};
+use crate::runtime::{LoopConfig, Outcome, QueueStats, ShopKey, WorkQueue, run};
 use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 mod artifact;
 mod command;
 mod deployment;
 mod nginx_config;
+mod observe;
+mod pause;
+mod plan;
 mod restart;
+
+pub use plan::{Plan, PlannedStep};
 
 /// The kinds the controller reconciles, in dependency order.
 pub const KINDS: [ResourceKind; 6] = [
@@ -99,6 +107,7 @@ pub struct Controller {
     cloud: Arc<dyn CloudProvider>,
     config: ControllerConfig,
     leases: Mutex<HashMap<String, HeldLease>>,
+    observations: observe::Observations,
     /// The loops' queues, once running: a reconcile may wake another shop's key.
     queues: OnceLock<Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>>,
 }
@@ -152,6 +161,13 @@ impl From<StoreError> for Blocked {
     }
 }
 
+/// What an observe and diff found: the desired object, AWS's, and the plan between them.
+struct Seen<D, O, C> {
+    desired: D,
+    observed: Option<O>,
+    plan: Vec<C>,
+}
+
 /// What a converged reconcile saw.
 struct Converged {
     desired: String,
@@ -186,10 +202,25 @@ impl Controller {
         Self {
             store,
             cloud,
+            observations: observe::Observations::new(config.loops.resync),
             config,
             leases: Mutex::new(HashMap::new()),
             queues: OnceLock::new(),
         }
+    }
+
+    /// Each loop's queue figures, for metrics; empty until [`Controller::run`] starts.
+    pub fn loop_stats(&self) -> Vec<(ResourceKind, QueueStats)> {
+        let queues = self.queues.get().map_or(&[][..], Vec::as_slice);
+        queues
+            .iter()
+            .map(|(kind, queue)| (*kind, queue.stats()))
+            .collect()
+    }
+
+    /// How many shops this replica holds a lease on, for metrics.
+    pub fn leases_held(&self) -> usize {
+        self.leases.lock().map_or(0, |leases| leases.len())
     }
 
     /// Wakes one key of this replica's loops, as a spec change would.
@@ -215,12 +246,15 @@ impl Controller {
             .collect();
         let _ = self.queues.set(queues.clone());
         let (stop, _) = broadcast::channel::<()>(1);
-        let feed = tokio::spawn(feed(self.store.subscribe(), queues.clone()));
+        // Join sets abort their tasks when dropped: if this future is dropped (its task
+        // aborted), the feed, the loops and their reconciles end with it.
+        let mut change_feed = JoinSet::new();
+        change_feed.spawn(feed(self.store.subscribe(), queues.clone()));
         if let Err(error) = self.seed(&queues).await {
             tracing::error!(%error, "could not list shops at start; the change feed and resyncs go on");
         }
 
-        let mut loops = Vec::new();
+        let mut loops = JoinSet::new();
         for (kind, queue) in &queues {
             let controller = self.clone();
             let mut stopped = stop.subscribe();
@@ -231,19 +265,17 @@ impl Controller {
             let config = self.config.loops.clone();
             let queue = queue.clone();
             tracing::info!(kind = kind.as_str(), "starting reconcile loop");
-            loops.push(tokio::spawn(async move {
+            loops.spawn(async move {
                 run(queue, config, handler, async move {
                     let _ = stopped.recv().await;
                 })
                 .await
-            }));
+            });
         }
         shutdown.await;
         let _ = stop.send(());
-        for handle in loops {
-            let _ = handle.await;
-        }
-        feed.abort();
+        while loops.join_next().await.is_some() {}
+        change_feed.abort_all();
         self.release_leases().await;
     }
 
@@ -380,6 +412,10 @@ impl Controller {
                 return Outcome::Retry("store");
             }
         };
+        tracing::Span::current().record("generation", view.record.generation);
+        if let Some(pause) = &view.pause {
+            return self.paused(&view, key.kind, pause).await;
+        }
         let lease = match self.claim(&key.shop).await {
             Ok(Ok(lease)) => lease,
             // Looked at again when that claim would lapse (its holder may have died).
@@ -472,17 +508,15 @@ impl Controller {
             }
         };
         let unchanged = previous.is_some_and(|p| same_status(p, &status));
+        let status = ResourceStatus {
+            last_transition: match previous {
+                Some(p) if p.sync == status.sync && p.health == status.health => p.last_transition,
+                _ => status.last_transition,
+            },
+            ..status
+        };
         if !unchanged {
             let shop = view.record.spec.shop_domain.as_str();
-            let status = ResourceStatus {
-                last_transition: match previous {
-                    Some(p) if p.sync == status.sync && p.health == status.health => {
-                        p.last_transition
-                    }
-                    _ => status.last_transition,
-                },
-                ..status
-            };
             // A replica that lost the shop leaves its status to the new holder.
             if let Err(blocked) = self.fence(lease).await {
                 return blocked.outcome;
@@ -491,8 +525,12 @@ impl Controller {
                 tracing::warn!(shop, kind = kind.as_str(), %error, "could not record status");
                 return Outcome::Retry("store");
             }
-            self.record_readiness(view, &status).await;
         }
+        // On every run, not only when this status changed: two kinds of a shop that converge
+        // together each see the other unsynced in the view they loaded, and a crash can fall
+        // between the status write and this one. Either left Ready stale for good; now the
+        // next run of any kind of the shop repairs it (it writes only when Ready changes).
+        self.record_readiness(view, &status).await;
         outcome
     }
 
@@ -535,27 +573,9 @@ impl Controller {
             });
         }
         let shop = view.record.spec.shop_domain.as_str();
-        let groups = self
-            .store
-            .list_instance_groups(Some(region.region.as_str()))
-            .await?;
-        let fleet = self.cloud.fleet(region.region.as_str());
-        let mut running = Vec::with_capacity(groups.len());
-        for group in &groups {
-            running.push(fleet.running_instances(&group.name).await?.len());
-        }
-        let candidates: Vec<Candidate<'_>> = groups
-            .iter()
-            .zip(running)
-            .map(|(group, running_instances)| Candidate {
-                group,
-                running_instances,
-            })
-            .collect();
         // Another writer may take the chosen port first: choose again with its placement seen.
         for _ in 0..3 {
-            let placed = self.store.region_placements(region.region.as_str()).await?;
-            let choice = placement::choose(&candidates, &placed).map_err(no_room)?;
+            let choice = self.choose_placement(region, &self.observations).await?;
             match self.store.place_shop(shop, &choice, now_millis()).await {
                 Ok(placed) => {
                     tracing::info!(shop, group = %placed.instance_group, port = placed.port, "placed shop");
@@ -565,11 +585,41 @@ impl Controller {
                 Err(error) => return Err(error.into()),
             }
         }
+        // Other shops are being placed right now: look again soon, not on the failure
+        // schedule.
         Err(Blocked {
             reason: "PlacementContended",
-            message: "ports kept being taken".to_owned(),
-            outcome: Outcome::Retry("placement"),
+            message: "ports kept being taken by shops placed at the same time".to_owned(),
+            outcome: Outcome::Requeue(Duration::from_millis(200)),
         })
+    }
+
+    /// Where a new shop of `region` would go now; records nothing (the plan shows it too).
+    async fn choose_placement(
+        &self,
+        region: &RegionConfig,
+        observations: &observe::Observations,
+    ) -> Result<Placed, Blocked> {
+        let region = region.region.as_str();
+        let groups = self.store.list_instance_groups(Some(region)).await?;
+        let fleet = self.cloud.fleet(region);
+        let mut running = Vec::with_capacity(groups.len());
+        for group in &groups {
+            let instances = observations
+                .instances(fleet.as_ref(), region, &group.name)
+                .await?;
+            running.push(instances.len());
+        }
+        let candidates: Vec<Candidate<'_>> = groups
+            .iter()
+            .zip(running)
+            .map(|(group, running_instances)| Candidate {
+                group,
+                running_instances,
+            })
+            .collect();
+        let placed = self.store.region_placements(region).await?;
+        placement::choose(&candidates, &placed).map_err(no_room)
     }
 
     async fn region(&self, view: &ShopView) -> Result<RegionConfig, Blocked> {
@@ -595,30 +645,12 @@ impl Controller {
     async fn target_group(&self, view: &ShopView, lease: &Lease) -> Result<Converged, Blocked> {
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let lb = self.cloud.load_balancing(region.region.as_str());
-        let nlb = lb
-            .describe_load_balancers(std::slice::from_ref(&placed.nlb_arn))
+        let region_name = region.region.as_str();
+        let lb = self.cloud.load_balancing(region_name);
+        let seen = self
+            .observe_target_group(view, region_name, &placed, &self.observations)
             .await?;
-        let vpc_id = nlb.first().map(|n| n.vpc_id.clone()).unwrap_or_default();
-        let instances = self
-            .cloud
-            .fleet(region.region.as_str())
-            .running_instances(&placed.instance_group)
-            .await?;
-        let owner = self.owner(view, ResourceKind::TargetGroup);
-        let desired = target_group::desired(
-            &view.record.spec.shop_domain,
-            &placed,
-            &vpc_id,
-            &owner,
-            &instances,
-            self.config.health_check.clone(),
-        );
-
-        // TODO(#4): one listing per region and resync, shared by every shop.
-        let known = lb.list_target_groups().await?;
-        let observed = target_group::observe(lb.as_ref(), &desired, &known).await?;
-        let plan = target_group::diff(&desired, observed.as_ref());
+        let (desired, observed, plan) = (&seen.desired, seen.observed.as_ref(), &seen.plan);
         if let Some(target_group::Change::Replace { why }) = plan.first() {
             return Err(Blocked {
                 reason: "ReplaceNeeded",
@@ -630,7 +662,12 @@ impl Controller {
             self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying target group plan");
         }
-        let group = target_group::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
+        let applied = target_group::apply(lb.as_ref(), desired, observed, plan).await;
+        if !plan.is_empty() {
+            let arn = observed.map(|o| o.group.arn.as_str());
+            self.observations.changed(region_name, arn).await;
+        }
+        let group = applied?;
         Ok(Converged {
             desired: format!(
                 "{} port {} with {} targets",
@@ -643,6 +680,44 @@ impl Controller {
         })
     }
 
+    /// The target group's observe and diff, shared by the reconcile and the plan: reads only.
+    async fn observe_target_group(
+        &self,
+        view: &ShopView,
+        region: &str,
+        placed: &Placed,
+        observations: &observe::Observations,
+    ) -> Result<Seen<target_group::Desired, target_group::Observed, target_group::Change>, Blocked>
+    {
+        let lb = self.cloud.load_balancing(region);
+        let nlb = observations
+            .load_balancer(lb.as_ref(), region, &placed.nlb_arn)
+            .await?;
+        let vpc_id = nlb.map(|n| n.vpc_id).unwrap_or_default();
+        let fleet = self.cloud.fleet(region);
+        let instances = observations
+            .instances(fleet.as_ref(), region, &placed.instance_group)
+            .await?;
+        let owner = self.owner(view, ResourceKind::TargetGroup);
+        let desired = target_group::desired(
+            &view.record.spec.shop_domain,
+            placed,
+            &vpc_id,
+            &owner,
+            &instances,
+            self.config.health_check.clone(),
+        );
+        let known = observations.target_groups(lb.as_ref(), region).await?;
+        let observed =
+            target_group::observe(lb.as_ref(), &desired, &known.items, &known.tags).await?;
+        let plan = target_group::diff(&desired, observed.as_ref());
+        Ok(Seen {
+            desired,
+            observed,
+            plan,
+        })
+    }
+
     async fn listener(&self, view: &ShopView, lease: &Lease) -> Result<Converged, Blocked> {
         if !Self::synced(view, ResourceKind::TargetGroup) {
             return Err(Blocked::waiting(
@@ -652,22 +727,25 @@ impl Controller {
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let lb = self.cloud.load_balancing(region.region.as_str());
+        let region_name = region.region.as_str();
+        let lb = self.cloud.load_balancing(region_name);
         let name =
             reconcilers::names::target_group_name(&view.record.spec.shop_domain, placed.port);
-        let known = lb.list_target_groups().await?;
-        let Some(group) = known.iter().find(|g| g.name == name) else {
+        let known = self
+            .observations
+            .target_groups(lb.as_ref(), region_name)
+            .await?;
+        let Some(group) = known.items.iter().find(|g| g.name == name) else {
             return Err(Blocked::waiting(
                 "TargetGroupMissing",
                 &format!("target group {name} is gone; waiting for it to be recreated"),
             ));
         };
 
-        let owner = self.owner(view, ResourceKind::Listener);
-        let desired = listener::desired(&placed.nlb_arn, placed.port, &group.arn, &owner);
-        let listeners = lb.describe_listeners(&placed.nlb_arn).await?;
-        let observed = listener::observe(lb.as_ref(), &desired, &listeners).await?;
-        let plan = listener::diff(&desired, observed.as_ref());
+        let seen = self
+            .observe_listener(view, region_name, &placed, &group.arn, &self.observations)
+            .await?;
+        let (desired, observed, plan) = (&seen.desired, seen.observed.as_ref(), &seen.plan);
         if let Some(listener::Change::Conflict { why }) = plan.first() {
             return Err(Blocked {
                 reason: "PortConflict",
@@ -679,11 +757,41 @@ impl Controller {
             self.fence(lease).await?;
             tracing::info!(shop = %view.record.spec.shop_domain, plan = ?plan, "applying listener plan");
         }
-        let listener = listener::apply(lb.as_ref(), &desired, observed.as_ref(), &plan).await?;
+        let applied = listener::apply(lb.as_ref(), desired, observed, plan).await;
+        if !plan.is_empty() {
+            let arn = observed.map(|o| o.listener.arn.as_str());
+            self.observations.changed(region_name, arn).await;
+        }
+        let listener = applied?;
         Ok(Converged {
             desired: format!("TCP :{} -> {name}", placed.port),
             observed: listener.map_or_else(String::new, |l| l.arn),
             reason: "",
+        })
+    }
+
+    /// The listener's observe and diff, shared by the reconcile and the plan: reads only.
+    async fn observe_listener(
+        &self,
+        view: &ShopView,
+        region: &str,
+        placed: &Placed,
+        target_group_arn: &str,
+        observations: &observe::Observations,
+    ) -> Result<Seen<ListenerSpec, listener::Observed, listener::Change>, Blocked> {
+        let lb = self.cloud.load_balancing(region);
+        let owner = self.owner(view, ResourceKind::Listener);
+        let desired = listener::desired(&placed.nlb_arn, placed.port, target_group_arn, &owner);
+        let listeners = observations
+            .listeners(lb.as_ref(), region, &placed.nlb_arn)
+            .await?;
+        let observed =
+            listener::observe(lb.as_ref(), &desired, &listeners.items, &listeners.tags).await?;
+        let plan = listener::diff(&desired, observed.as_ref());
+        Ok(Seen {
+            desired,
+            observed,
+            plan,
         })
     }
 }
@@ -746,7 +854,9 @@ impl Controller {
                 continue;
             }
             self.fence(lease).await?;
-            match lb.delete_listener(&found.arn).await {
+            let deleted = lb.delete_listener(&found.arn).await;
+            self.observations.changed(region, Some(&found.arn)).await;
+            match deleted {
                 Err(error) if !error.is_not_found() => return Err(error.into()),
                 _ => {
                     tracing::info!(shop = %view.record.spec.shop_domain, listener = %found.arn, "deleted listener")
@@ -781,7 +891,10 @@ impl Controller {
                     continue;
                 }
                 self.fence(lease).await?;
-                match lb.delete_target_group(&group.arn).await {
+                let deleted = lb.delete_target_group(&group.arn).await;
+                let region = view.record.spec.region.as_str();
+                self.observations.changed(region, Some(&group.arn)).await;
+                match deleted {
                     Err(error) if !error.is_not_found() => return Err(error.into()),
                     _ => tracing::info!(shop, target_group = %group.arn, "deleted target group"),
                 }
@@ -808,7 +921,9 @@ impl Controller {
             .store
             .intent(shop, ResourceKind::Deployment)
             .await?
-            .and_then(|intent| intent.external_id)
+            .as_ref()
+            .and_then(deployment::started_id)
+            .map(str::to_owned)
         {
             match self.cloud.deployments(region).get_deployment(&id).await {
                 Ok(deployment) if deployment.status.is_active() => {

@@ -12,6 +12,7 @@ use crate::store::{Store, StoreError};
 mod admin;
 pub mod auth;
 mod convert;
+mod dev;
 mod shop;
 
 pub use auth::{Auth, Scope};
@@ -36,6 +37,11 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub intents: Intents,
     pub auth: Auth,
+    /// Set by `shop-controller dev` only: the simulated AWS that `DevService` breaks things in.
+    pub dev_cloud: Option<Arc<dyn reconcilers::cloud::CloudProvider>>,
+    /// Answers `PlanShop` with the reconcilers' own observe and diff; a server without one
+    /// answers it as unavailable.
+    pub planner: Option<Arc<crate::controller::Controller>>,
 }
 
 /// Maps a write-path error to a status. Internal details go to the log, not to the caller.
@@ -76,6 +82,12 @@ pub async fn router(
 
     let auth = services.auth.clone();
     let intercept = move |request| auth.intercept(request);
+    let dev = services.dev_cloud.clone().map(|cloud| {
+        proto::dev_service_server::DevServiceServer::with_interceptor(
+            dev::DevApi::new(services.store.clone(), cloud),
+            intercept.clone(),
+        )
+    });
     let shop = proto::shop_service_server::ShopServiceServer::with_interceptor(
         shop::ShopApi::new(services.clone()),
         intercept.clone(),
@@ -88,5 +100,6 @@ pub async fn router(
         .add_service(health)
         .add_service(reflection)
         .add_service(shop)
-        .add_service(admin))
+        .add_service(admin)
+        .add_optional_service(dev))
 }

@@ -136,6 +136,38 @@ impl Intents {
             .await?)
     }
 
+    /// Pauses or resumes one shop; true when that changed something.
+    pub async fn pause_shop(
+        &self,
+        shop_domain: &str,
+        paused: bool,
+        reason: &str,
+    ) -> Result<bool, IntentError> {
+        let shop_domain =
+            parse_hostname("shop_domain", shop_domain).map_err(IntentError::InvalidArgument)?;
+        let reason = check_reason(reason)?;
+        Ok(self
+            .store
+            .set_shop_paused(shop_domain.as_str(), paused, reason, now_millis())
+            .await?)
+    }
+
+    /// Pauses or resumes every shop of a region; true when that changed something.
+    pub async fn pause_region(
+        &self,
+        region: &str,
+        paused: bool,
+        reason: &str,
+    ) -> Result<bool, IntentError> {
+        let region =
+            RegionName::parse(region).map_err(|e| IntentError::InvalidArgument(e.to_string()))?;
+        let reason = check_reason(reason)?;
+        Ok(self
+            .store
+            .set_region_paused(region.as_str(), paused, reason, now_millis())
+            .await?)
+    }
+
     async fn enabled_region(&self, region: &RegionName) -> Result<RegionConfig, IntentError> {
         let config = self.store.get_region_config(region.as_str()).await?;
         let config = config.ok_or_else(|| {
@@ -193,6 +225,24 @@ impl Intents {
         .map_err(source_error)?;
         Ok(version)
     }
+}
+
+/// The longest pause reason: a sentence for people, shown in status and history.
+const MAX_REASON_LEN: usize = 500;
+
+fn check_reason(reason: &str) -> Result<&str, IntentError> {
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REASON_LEN {
+        return Err(IntentError::InvalidArgument(format!(
+            "reason is longer than {MAX_REASON_LEN} characters"
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(IntentError::InvalidArgument(
+            "reason must be one line without control characters".to_owned(),
+        ));
+    }
+    Ok(reason)
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod dev;
 pub mod grpc;
 pub mod intent;
+pub mod metrics;
 pub mod nginx;
 pub mod runtime;
 pub mod server;

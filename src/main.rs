@@ -7,10 +7,10 @@ use clap::Parser;
 use reconcilers::cloud::CloudProvider;
 use reconcilers::sim::SimulatedAws;
 use shop_controller::aws::{AwsCloud, AwsOptions};
-use shop_controller::config::{Cli, Command, LogFormat};
+use shop_controller::config::{Cli, Command, LogFormat, MetricsArgs};
 use shop_controller::controller::{Controller, ControllerConfig};
 use shop_controller::grpc::Auth;
-use shop_controller::{dev, server, store};
+use shop_controller::{dev, metrics, server, store};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -31,13 +31,20 @@ async fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("listen on {}", args.listen))?;
-            let controller = args.reconcile.reconcile.then(|| {
-                let mut config =
-                    ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
-                config.lease.ttl = args.reconcile.lease_ttl;
-                Arc::new(Controller::new(store.clone(), cloud.clone(), config))
-            });
-            let services = server::services(store, cloud, auth);
+            let mut config =
+                ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
+            config.lease.ttl = args.reconcile.lease_ttl;
+            // PlanShop runs the loops' observe and diff, so a server without loops plans too.
+            let planner = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
+            let controller = args.reconcile.reconcile.then(|| planner.clone());
+            let sources = metrics::Sources {
+                store: store.clone(),
+                cloud: cloud.clone(),
+                controller: controller.clone(),
+            };
+            start_metrics(&args.metrics, sources).await?;
+            let mut services = server::services(store, cloud, auth);
+            services.planner = Some(planner);
             server::serve_and_reconcile(listener, services, tls, controller, args.shutdown_grace)
                 .await?;
         }
@@ -61,7 +68,15 @@ async fn main() -> anyhow::Result<()> {
             let cloud: Arc<dyn CloudProvider> = Arc::new(aws);
             let config = ControllerConfig::new("dev", args.resync);
             let controller = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
-            let services = server::services(store, cloud, Auth::Disabled);
+            let sources = metrics::Sources {
+                store: store.clone(),
+                cloud: cloud.clone(),
+                controller: Some(controller.clone()),
+            };
+            start_metrics(&args.metrics, sources).await?;
+            let mut services = server::services(store, cloud.clone(), Auth::Disabled);
+            services.dev_cloud = Some(cloud);
+            services.planner = Some(controller.clone());
             let grace = std::time::Duration::from_secs(5);
             server::serve_and_reconcile(listener, services, None, Some(controller), grace).await?;
         }
@@ -70,6 +85,18 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
     }
+    Ok(())
+}
+
+/// Serves metrics when an address is given, until the signal that stops the server.
+async fn start_metrics(args: &MetricsArgs, sources: metrics::Sources) -> anyhow::Result<()> {
+    let Some(address) = args.metrics_listen else {
+        return Ok(());
+    };
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listen on {address} for metrics"))?;
+    tokio::spawn(metrics::serve(listener, sources, server::shutdown_signal()));
     Ok(())
 }
 

@@ -12,16 +12,25 @@
 use std::fmt;
 
 use reconcilers::status::ResourceKind;
+use tracing::Span;
 
 mod backoff;
 mod queue;
 mod schedule;
+mod stats;
 mod worker;
 
 pub use backoff::{Backoff, Jitter};
 pub use queue::{Lane, Next, Popped, QueueStats, WorkQueue};
 pub use schedule::Outcome;
+pub use stats::{DURATION_BUCKETS, Runs};
 pub use worker::{LoopConfig, Stopped, run};
+
+/// How a key shows in its `reconcile` span, which opens with empty `shop` and `resource`
+/// fields (and `generation`, which the handler records once it has read the shop).
+pub trait SpanKey {
+    fn record_in(&self, span: &Span);
+}
 
 /// A unit of work: one resource kind of one shop.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -35,5 +44,19 @@ pub struct ShopKey {
 impl fmt::Display for ShopKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.shop, self.kind.as_str())
+    }
+}
+
+impl SpanKey for ShopKey {
+    fn record_in(&self, span: &Span) {
+        span.record("shop", self.shop.as_str());
+        span.record("resource", self.kind.as_str());
+    }
+}
+
+/// Numbered keys, as the tests and benchmarks use, show their number as the shop.
+impl SpanKey for u32 {
+    fn record_in(&self, span: &Span) {
+        span.record("shop", self);
     }
 }

@@ -84,6 +84,8 @@ pub fn services(store: Arc<dyn Store>, cloud: Arc<dyn CloudProvider>, auth: Auth
         intents: Intents::new(store.clone(), cloud),
         store,
         auth,
+        dev_cloud: None,
+        planner: None,
     }
 }
 
@@ -96,7 +98,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<(), ServeError> {
-    let mut builder = tonic::transport::Server::builder();
+    // One span per call, named by its method (a bounded set), so a call's events carry it.
+    let mut builder = tonic::transport::Server::builder()
+        .trace_fn(|request| tracing::info_span!("rpc", method = request.uri().path()));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(ServeError::Tls)?;
     }

@@ -114,6 +114,17 @@ pub struct ShopView {
     pub placement: Option<Placement>,
     /// Whether reconcilers last found the shop converged for its current generation.
     pub ready: bool,
+    /// Set while an operator paused the shop or its region: the loops leave it alone.
+    pub pause: Option<Pause>,
+}
+
+/// Why the loops leave a shop alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pause {
+    /// True when the shop's region is paused (a region pause wins over a shop pause).
+    pub region: bool,
+    pub reason: String,
+    pub since: i64,
 }
 
 /// One entry of a shop's history.
@@ -125,6 +136,15 @@ pub struct ShopEvent {
     pub source: String,
     pub reason: String,
     pub message: String,
+}
+
+/// How many shops are in each condition, for metrics. A shop being deleted counts only as
+/// deleting, whatever its Ready flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShopCounts {
+    pub ready: u64,
+    pub not_ready: u64,
+    pub deleting: u64,
 }
 
 /// A page request over shops, ordered by shop domain.
@@ -205,8 +225,31 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_shop(&self, shop_domain: &str, now: i64) -> Result<ShopRecord>;
     async fn get_shop(&self, shop_domain: &str) -> Result<Option<ShopView>>;
     async fn list_shops(&self, query: &ShopQuery) -> Result<ShopPage>;
+    /// Shops by condition, in one aggregate query.
+    async fn count_shops(&self) -> Result<ShopCounts>;
     /// The newest `limit` events of a shop, oldest first.
     async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>>;
+
+    /// Pauses (or resumes) reconciliation of one shop, with a history event; announces a spec
+    /// change so the loops look at once. False when the shop was already in that state (a new
+    /// reason for a paused shop is recorded). Not a spec change: the generation stays.
+    async fn set_shop_paused(
+        &self,
+        shop_domain: &str,
+        paused: bool,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// Pauses (or resumes) every shop of a region, with a history event per shop, and
+    /// announces a spec change of each so a resume takes effect at once. False when the region
+    /// was already in that state.
+    async fn set_region_paused(
+        &self,
+        region: &str,
+        paused: bool,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool>;
 
     /// Removes a shop whose deletion was requested, once its teardown is done, with its status
     /// and placement (its history stays). False when there was no such shop.

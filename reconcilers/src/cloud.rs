@@ -20,8 +20,8 @@ pub use certificates::{CertificateMaterial, CertificateSummary, Certificates};
 pub use deployments::{Deployment, DeploymentRequest, DeploymentStatus, Deployments, Revision};
 pub use fleet::{Fleet, Instance};
 pub use load_balancing::{
-    HealthCheck, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Target, TargetGroup,
-    TargetGroupSpec, TargetHealth, tags_of,
+    HealthCheck, KnownTags, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Target,
+    TargetGroup, TargetGroupSpec, TargetHealth, tags_known_or_read, tags_of,
 };
 pub use run_command::{CommandRequest, CommandTarget, Invocation, InvocationStatus, RunCommand};
 pub use storage::{ObjectHead, ObjectStorage};

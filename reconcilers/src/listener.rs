@@ -1,9 +1,10 @@
 //! The listener resource: a TCP listener on the shop's NLB and port, forwarding to the shop's
-//! target group. Listeners are observed in bulk, one listing per NLB; `diff` is pure.
-//!
-//! TODO(#4): wire into the runtime (the per-NLB listing shared by every shop of a resync).
+//! target group. Listeners are observed in bulk, one listing per NLB (with tags read in
+//! batches) shared by every shop of the NLB; `diff` is pure.
 
-use crate::cloud::{CloudError, Listener, ListenerSpec, LoadBalancing, Owner, Tag, tags_of};
+use crate::cloud::{
+    CloudError, KnownTags, Listener, ListenerSpec, LoadBalancing, Owner, Tag, tags_known_or_read,
+};
 
 /// What AWS has on the shop's port.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,11 +75,12 @@ pub async fn observe(
     load_balancing: &dyn LoadBalancing,
     desired: &ListenerSpec,
     listeners: &[Listener],
+    known_tags: &KnownTags,
 ) -> Result<Option<Observed>, CloudError> {
     let Some(listener) = listeners.iter().find(|l| l.port == desired.port) else {
         return Ok(None);
     };
-    let tags = tags_of(load_balancing, &listener.arn).await?;
+    let tags = tags_known_or_read(load_balancing, &listener.arn, known_tags).await?;
     Ok(Some(Observed {
         listener: listener.clone(),
         tags,
@@ -148,7 +150,7 @@ mod tests {
             .describe_listeners(&desired.load_balancer_arn)
             .await
             .expect("list");
-        let observed = observe(aws.as_ref(), desired, &listeners)
+        let observed = observe(aws.as_ref(), desired, &listeners, &KnownTags::new())
             .await
             .expect("observe");
         let plan = diff(desired, observed.as_ref());

@@ -3,14 +3,16 @@
 //! `observe` reads, `diff` decides (pure), `apply` acts; a second run after `apply` yields an
 //! empty plan.
 //!
-//! TODO(#4): wire into the runtime with a per-region snapshot, so a resync lists target groups
-//! and tags in bulk instead of per shop; replace a group whose port or VPC drifted.
+//! The controller observes with one listing per region (and tags read in batches) shared by
+//! every shop. A group of the shop's name on another port or VPC (AWS cannot change either) is
+//! reported as `Change::Replace` and left alone: the controller never deletes a group it did
+//! not find in the state it made it, so the status asks an operator to remove it.
 
 use std::collections::BTreeSet;
 
 use crate::cloud::{
-    CloudError, HealthCheck, Instance, LoadBalancing, Owner, Tag, Target, TargetGroup,
-    TargetGroupSpec, tags_of,
+    CloudError, HealthCheck, Instance, KnownTags, LoadBalancing, Owner, Tag, Target, TargetGroup,
+    TargetGroupSpec, tags_known_or_read,
 };
 use crate::hostname::Hostname;
 use crate::names::target_group_name;
@@ -129,11 +131,12 @@ pub async fn observe(
     load_balancing: &dyn LoadBalancing,
     desired: &Desired,
     known: &[TargetGroup],
+    known_tags: &KnownTags,
 ) -> Result<Option<Observed>, CloudError> {
     let Some(group) = known.iter().find(|g| g.name == desired.spec.name) else {
         return Ok(None);
     };
-    let tags = tags_of(load_balancing, &group.arn).await?;
+    let tags = tags_known_or_read(load_balancing, &group.arn, known_tags).await?;
     let targets = load_balancing
         .describe_target_health(&group.arn)
         .await?
@@ -223,7 +226,7 @@ mod tests {
 
     async fn converge(aws: &Arc<SimulatedAws>, desired: &Desired) -> Vec<Change> {
         let known = aws.list_target_groups().await.expect("list");
-        let observed = observe(aws.as_ref(), desired, &known)
+        let observed = observe(aws.as_ref(), desired, &known, &KnownTags::new())
             .await
             .expect("observe");
         let plan = diff(desired, observed.as_ref());

@@ -25,6 +25,25 @@ pub(super) fn artifact_key(shop: &str, source_version: &str) -> String {
     format!("artifacts/{shop}/{source_version}.zip")
 }
 
+/// The artifact the spec asks for: its key in `bucket`, its location and the status words.
+pub(super) fn wanted(view: &ShopView, bucket: &str) -> (String, String, String) {
+    let spec = &view.record.spec;
+    let key = artifact_key(spec.shop_domain.as_str(), spec.source_version.as_str());
+    let location = format!("s3://{bucket}/{key}");
+    let desired = format!("{location} from version {}", spec.source_version);
+    (key, location, desired)
+}
+
+/// Whether the status says `desired` was built for the current generation.
+pub(super) fn built(view: &ShopView, desired: &str) -> bool {
+    view.resources.iter().any(|r| {
+        r.kind == ResourceKind::Artifact
+            && r.desired == desired
+            && r.sync == reconcilers::status::SyncState::Synced
+            && r.observed_generation >= view.record.generation
+    })
+}
+
 impl Controller {
     pub(super) async fn artifact(
         &self,
@@ -34,10 +53,17 @@ impl Controller {
         let spec = &view.record.spec;
         let region = self.region(view).await?;
         let bucket = region.artifact_bucket.as_str();
-        let key = artifact_key(spec.shop_domain.as_str(), spec.source_version.as_str());
-        let location = format!("s3://{bucket}/{key}");
-        let desired = format!("{location} from version {}", spec.source_version);
+        let (key, location, desired) = wanted(view, bucket);
 
+        // Built for this generation: an artifact is never changed in place, so a resync reads
+        // nothing. (One deleted by hand is built again when a spec asks for it.)
+        if built(view, &desired) {
+            return Ok(Converged {
+                desired,
+                observed: location,
+                reason: "",
+            });
+        }
         let storage = self.cloud.object_storage(region.region.as_str());
         match storage.head_object(bucket, &key, None).await {
             Ok(_) => {

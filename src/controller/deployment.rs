@@ -17,7 +17,8 @@ use std::time::Duration;
 use reconcilers::cloud::{
     Deployment, DeploymentRequest, DeploymentStatus, Deployments, ErrorKind, Revision,
 };
-use reconcilers::config::RegionConfig;
+use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::placement::Placed;
 use reconcilers::shell::RestartCommand;
 use reconcilers::status::{ResourceKind, SyncState};
 
@@ -32,12 +33,20 @@ const DEPLOY_POLL: Duration = Duration::from_secs(10);
 /// The longest writing the shop's env file on its instances may take.
 const SHOP_ENV_TIMEOUT: Duration = Duration::from_secs(60);
 /// How far into a group's queue a waiting shop looks for its place.
-const QUEUE_WINDOW: u32 = 500;
+pub(super) const QUEUE_WINDOW: u32 = 500;
 const ACTIVE: [DeploymentStatus; 3] = [
     DeploymentStatus::Created,
     DeploymentStatus::Queued,
     DeploymentStatus::InProgress,
 ];
+
+/// See [`Controller::deployment_target`].
+pub(super) struct DeploymentTarget {
+    pub(super) group: InstanceGroup,
+    pub(super) revision: Revision,
+    pub(super) desired: String,
+    pub(super) scope: String,
+}
 
 impl Controller {
     pub(super) async fn deployment(
@@ -49,7 +58,7 @@ impl Controller {
         if !Self::synced(view, ResourceKind::Artifact) {
             // Not ready to deploy: leave the group's queue rather than hold it up.
             if let Some(intent) = self.store.intent(shop, ResourceKind::Deployment).await?
-                && intent.external_id.is_none()
+                && started_id(&intent).is_none()
             {
                 self.store
                     .clear_intent(shop, ResourceKind::Deployment)
@@ -62,26 +71,17 @@ impl Controller {
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let group = self
-            .store
-            .get_instance_group(&placed.instance_group)
-            .await?
-            .ok_or_else(|| Blocked::waiting("GroupMissing", "the shop's instance group is gone"))?;
-        let spec = &view.record.spec;
-        let revision = Revision {
-            bucket: region.artifact_bucket.to_string(),
-            key: artifact_key(shop, spec.source_version.as_str()),
-            version: None,
-        };
-        let desired = format!(
-            "s3://{}/{} on {}",
-            revision.bucket, revision.key, group.name
-        );
-        let previous = view
-            .resources
-            .iter()
-            .find(|r| r.kind == ResourceKind::Deployment);
-        if previous.is_some_and(|p| p.sync == SyncState::Synced && p.desired == desired) {
+        let DeploymentTarget {
+            group,
+            revision,
+            desired,
+            scope,
+        } = self.deployment_target(view, &region, &placed).await?;
+        if Self::deployed(view, &desired) {
+            let previous = view
+                .resources
+                .iter()
+                .find(|r| r.kind == ResourceKind::Deployment);
             return Ok(Converged {
                 desired,
                 observed: previous.map(|p| p.observed.clone()).unwrap_or_default(),
@@ -92,13 +92,14 @@ impl Controller {
         let deployments = self.cloud.deployments(region.region.as_str());
         let application = region.codedeploy_application.as_str();
         let group_name = group.codedeploy_deployment_group.as_str();
-        let scope = format!("{application}/{group_name}");
         let mut intent = self.store.intent(shop, ResourceKind::Deployment).await?;
 
         // The deployment this shop started, if any: wait for it, whatever its revision (a
         // group runs one at a time), then leave the queue.
-        if let Some(started) = intent.as_ref().filter(|i| i.external_id.is_some()) {
-            let id = started.external_id.clone().unwrap_or_default();
+        if let Some((started, id)) = intent
+            .as_ref()
+            .and_then(|i| started_id(i).map(|id| (i, id.to_owned())))
+        {
             let deployment = match deployments.get_deployment(&id).await {
                 Ok(deployment) => Some(deployment),
                 Err(error) if error.is_not_found() => None,
@@ -159,55 +160,125 @@ impl Controller {
             return Err(Blocked {
                 reason: "QueuedForDeploymentGroup",
                 message: format!("number {place} in the queue of deployment group {group_name}"),
-                outcome: Outcome::Requeue(self.deploy_poll()),
+                // The shop before it wakes it when it is done (on this replica); the poll is
+                // for the other replicas, and slower the further back the shop waits.
+                outcome: Outcome::Requeue(
+                    self.queue_poll(position.unwrap_or(QUEUE_WINDOW as usize)),
+                ),
             });
         }
 
         // Our turn. The group may still run a deployment of ours whose id a crash lost, or
-        // one started by hand.
-        let deployment =
-            match active_deployment(deployments.as_ref(), application, group_name).await? {
-                Some(active) if active.revision == revision => active,
-                Some(other) => {
-                    return Err(Blocked {
-                        reason: "DeploymentGroupBusy",
-                        message: format!("waiting for deployment {} of the group", other.id),
-                        outcome: Outcome::Requeue(self.deploy_poll()),
-                    });
-                }
-                None => {
-                    self.fence(lease).await?;
-                    self.install_shop_env(view, &region, &group.name, placed.port)
-                        .await?;
-                    let request = DeploymentRequest {
-                        application: application.to_owned(),
-                        deployment_group: group_name.to_owned(),
-                        revision: revision.clone(),
-                        description: format!("{shop} generation {}", view.record.generation),
-                    };
-                    self.fence(lease).await?;
-                    match deployments.create_deployment(&request).await {
-                        Ok(created) => {
-                            tracing::info!(shop, deployment = %created.id, "created deployment");
-                            created
-                        }
-                        Err(error) if matches!(error.kind, ErrorKind::QuotaExceeded(_)) => {
-                            return Err(Blocked {
-                                reason: "DeploymentGroupBusy",
-                                message: error.to_string(),
-                                outcome: Outcome::Requeue(self.deploy_poll()),
-                            });
-                        }
-                        Err(error) => return Err(error.into()),
+        // one started by hand. A create this shop attempted without recording the id may even
+        // have finished already: look for it among the group's newest deployments.
+        let attempted = queued.external_id.as_deref() == Some(CREATING);
+        let lost = if attempted {
+            let since = queued.updated_at - CLOCK_SKEW_MILLIS;
+            recent_deployment(
+                deployments.as_ref(),
+                application,
+                group_name,
+                &revision,
+                since,
+            )
+            .await?
+        } else {
+            None
+        };
+        let active = match lost {
+            Some(found) => Some(found),
+            None => active_deployment(deployments.as_ref(), application, group_name).await?,
+        };
+        let deployment = match active {
+            Some(active) if active.revision == revision => active,
+            Some(other) => {
+                return Err(Blocked {
+                    reason: "DeploymentGroupBusy",
+                    message: format!("waiting for deployment {} of the group", other.id),
+                    outcome: Outcome::Requeue(self.deploy_poll()),
+                });
+            }
+            None => {
+                self.fence(lease).await?;
+                self.install_shop_env(view, &region, &group.name, placed.port)
+                    .await?;
+                let request = DeploymentRequest {
+                    application: application.to_owned(),
+                    deployment_group: group_name.to_owned(),
+                    revision: revision.clone(),
+                    description: format!("{shop} generation {}", view.record.generation),
+                };
+                self.fence(lease).await?;
+                let creating = Intent {
+                    external_id: Some(CREATING.to_owned()),
+                    ..queued.clone()
+                };
+                self.store.record_intent(&creating, now_millis()).await?;
+                match deployments.create_deployment(&request).await {
+                    Ok(created) => {
+                        tracing::info!(shop, deployment = %created.id, "created deployment");
+                        created
                     }
+                    Err(error) if matches!(error.kind, ErrorKind::QuotaExceeded(_)) => {
+                        return Err(Blocked {
+                            reason: "DeploymentGroupBusy",
+                            message: error.to_string(),
+                            outcome: Outcome::Requeue(self.deploy_poll()),
+                        });
+                    }
+                    Err(error) => return Err(error.into()),
                 }
-            };
+            }
+        };
         let started = Intent {
             external_id: Some(deployment.id.clone()),
             ..queued
         };
         self.store.record_intent(&started, now_millis()).await?;
         self.deployment_state(deployment, desired)
+    }
+
+    /// The deployment the spec asks for, and the queue (`application/group`) it waits in.
+    pub(super) async fn deployment_target(
+        &self,
+        view: &ShopView,
+        region: &RegionConfig,
+        placed: &Placed,
+    ) -> Result<DeploymentTarget, Blocked> {
+        let group = self
+            .store
+            .get_instance_group(&placed.instance_group)
+            .await?
+            .ok_or_else(|| Blocked::waiting("GroupMissing", "the shop's instance group is gone"))?;
+        let shop = view.record.spec.shop_domain.as_str();
+        let revision = Revision {
+            bucket: region.artifact_bucket.to_string(),
+            key: artifact_key(shop, view.record.spec.source_version.as_str()),
+            version: None,
+        };
+        let desired = format!(
+            "s3://{}/{} on {}",
+            revision.bucket, revision.key, group.name
+        );
+        let scope = format!(
+            "{}/{}",
+            region.codedeploy_application, group.codedeploy_deployment_group
+        );
+        Ok(DeploymentTarget {
+            group,
+            revision,
+            desired,
+            scope,
+        })
+    }
+
+    /// Whether the status says `desired` was deployed.
+    pub(super) fn deployed(view: &ShopView, desired: &str) -> bool {
+        view.resources.iter().any(|r| {
+            r.kind == ResourceKind::Deployment
+                && r.sync == SyncState::Synced
+                && r.desired == desired
+        })
     }
 
     /// Writes the shop's env file (domain and port) on every running instance of its group.
@@ -247,7 +318,7 @@ impl Controller {
     }
 
     /// Wakes the next shop of a deployment group's queue on this replica (others poll).
-    async fn wake_next_deployment(&self, scope: &str) {
+    pub(super) async fn wake_next_deployment(&self, scope: &str) {
         match self
             .store
             .intent_queue(ResourceKind::Deployment, scope, 1)
@@ -265,6 +336,12 @@ impl Controller {
     /// Shops waiting for their group poll it: a group runs one deployment at a time.
     fn deploy_poll(&self) -> Duration {
         DEPLOY_POLL.min(self.config.loops.resync)
+    }
+
+    /// How often a shop `position` places from the head of its queue looks again.
+    fn queue_poll(&self, position: usize) -> Duration {
+        let factor = u32::try_from(position.clamp(1, 30)).unwrap_or(30);
+        (self.deploy_poll() * factor).min(self.config.loops.resync.max(self.deploy_poll()))
     }
 
     fn deployment_state(
@@ -297,6 +374,39 @@ impl Controller {
             }),
         }
     }
+}
+
+/// Marks an intent whose `CreateDeployment` was sent but whose id is not recorded yet.
+const CREATING: &str = "creating";
+/// How far CodeDeploy's clock may be behind ours when matching a lost deployment.
+const CLOCK_SKEW_MILLIS: i64 = 60_000;
+/// How many of a group's newest deployments are looked at for a lost one.
+const RECENT: usize = 5;
+
+/// The id of the deployment an intent started, if it got one.
+pub(super) fn started_id(intent: &Intent) -> Option<&str> {
+    intent.external_id.as_deref().filter(|id| *id != CREATING)
+}
+
+/// A deployment of `revision` created in the group since `since` (epoch milliseconds): the one
+/// a run created before it could record the id.
+async fn recent_deployment(
+    deployments: &dyn Deployments,
+    application: &str,
+    group: &str,
+    revision: &Revision,
+    since: i64,
+) -> Result<Option<Deployment>, reconcilers::cloud::CloudError> {
+    let page = deployments
+        .list_deployment_ids(application, group, &[], None)
+        .await?;
+    for id in page.items.iter().take(RECENT) {
+        let deployment = deployments.get_deployment(id).await?;
+        if deployment.revision == *revision && deployment.created_at >= since {
+            return Ok(Some(deployment));
+        }
+    }
+    Ok(None)
 }
 
 /// The deployment the group is running, if any.

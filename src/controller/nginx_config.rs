@@ -9,13 +9,23 @@ use reconcilers::Hostname;
 use reconcilers::cloud::RunCommand;
 use reconcilers::config::RegionConfig;
 use reconcilers::nginx::{self as render, ConfigFileName, FileDrift, ShopSite, Upstream};
+use reconcilers::placement::Placed;
 use reconcilers::status::ResourceKind;
 
 use super::command::{Task, run_on};
+use super::observe::Observations;
 use super::{Blocked, Controller, Converged};
 use crate::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir, NginxError};
 use crate::runtime::Outcome;
 use crate::store::{Lease, ShopView};
+
+/// The shop's nginx file: where it goes, what it should say, how the live one differs.
+pub(super) struct NginxSeen {
+    dir: NginxDir,
+    pub(super) file: ConfigFileName,
+    text: String,
+    pub(super) drift: FileDrift,
+}
 
 /// Checks the config before reloading, so a proxy never drops a working config.
 const RELOAD: [&str; 2] = ["nginx -t", "nginx -s reload"];
@@ -50,11 +60,50 @@ impl Controller {
         }
         let region = self.region(view).await?;
         let placed = self.placement(view, &region).await?;
-        let lb = self.cloud.load_balancing(region.region.as_str());
-        let nlb = lb
-            .describe_load_balancers(std::slice::from_ref(&placed.nlb_arn))
+        let seen = self
+            .observe_nginx(view, &region, &placed, &self.observations)
             .await?;
-        let dns_name = nlb.first().map(|n| n.dns_name.clone()).unwrap_or_default();
+        let (dir, file, drift) = (&seen.dir, &seen.file, seen.drift.clone());
+        let spec = &view.record.spec;
+        if drift != FileDrift::InSync {
+            self.fence(lease).await?;
+            tracing::info!(shop = %spec.shop_domain, drift = ?drift, "installing nginx config");
+            dir.install(file, &seen.text).await.map_err(nginx_error)?;
+        }
+        let proxies = if reload_due(view, &drift) {
+            self.fence(lease).await?;
+            Some(self.reload_proxies(&region).await?)
+        } else {
+            None
+        };
+        Ok(Converged {
+            desired: format!(
+                "{} for generation {}",
+                file.as_str(),
+                view.record.generation
+            ),
+            observed: match proxies {
+                Some(count) => format!("installed, reloaded on {count} proxies"),
+                None => previous_observed(view),
+            },
+            reason: "",
+        })
+    }
+
+    /// The shop's file as it should be and how the live one differs, shared by the reconcile
+    /// and the plan: reads only.
+    pub(super) async fn observe_nginx(
+        &self,
+        view: &ShopView,
+        region: &RegionConfig,
+        placed: &Placed,
+        observations: &Observations,
+    ) -> Result<NginxSeen, Blocked> {
+        let lb = self.cloud.load_balancing(region.region.as_str());
+        let nlb = observations
+            .load_balancer(lb.as_ref(), region.region.as_str(), &placed.nlb_arn)
+            .await?;
+        let dns_name = nlb.map(|n| n.dns_name).unwrap_or_default();
         let host = Hostname::parse(&dns_name).map_err(|error| Blocked {
             reason: "BadUpstream",
             message: format!("nlb dns name {dns_name:?} {error}"),
@@ -72,35 +121,14 @@ impl Controller {
         };
         let text = render::render(&site, &self.config.proxy);
         let file = file_name(&spec.shop_domain)?;
-        let dir = self.nginx_dir(&region)?;
-
+        let dir = self.nginx_dir(region)?;
         let observed = dir.read(&file).await.map_err(nginx_error)?;
         let drift = render::compare(&text, observed.as_deref());
-        if drift != FileDrift::InSync {
-            self.fence(lease).await?;
-            tracing::info!(shop = %spec.shop_domain, drift = ?drift, "installing nginx config");
-            dir.install(&file, &text).await.map_err(nginx_error)?;
-        }
-        // A file already in place may not have been reloaded yet (a crash in between): reload
-        // until this generation's status says it was.
-        let reloaded = drift == FileDrift::InSync && Self::synced(view, ResourceKind::NginxConfig);
-        let proxies = if reloaded {
-            None
-        } else {
-            self.fence(lease).await?;
-            Some(self.reload_proxies(&region).await?)
-        };
-        Ok(Converged {
-            desired: format!(
-                "{} for generation {}",
-                file.as_str(),
-                view.record.generation
-            ),
-            observed: match proxies {
-                Some(count) => format!("installed, reloaded on {count} proxies"),
-                None => previous_observed(view),
-            },
-            reason: "",
+        Ok(NginxSeen {
+            dir,
+            file,
+            text,
+            drift,
         })
     }
 
@@ -114,12 +142,19 @@ impl Controller {
         let region = self.region(view).await?;
         let dir = self.nginx_dir(&region)?;
         let file = file_name(&view.record.spec.shop_domain)?;
-        if dir.read(&file).await.map_err(nginx_error)?.is_none() {
+        let present = dir.read(&file).await.map_err(nginx_error)?.is_some();
+        let reloaded = Self::deleted(view, ResourceKind::NginxConfig);
+        if !present && reloaded {
             return Ok(Self::gone());
         }
         self.fence(lease).await?;
-        if dir.remove(&file).await.map_err(nginx_error)? {
+        let removed = dir.remove(&file).await.map_err(nginx_error)?;
+        if removed {
             tracing::info!(shop = %view.record.spec.shop_domain, "removed nginx config");
+        }
+        // A file removed by a run that crashed before its reload is gone from the directory
+        // but still loaded by the proxies: reload until the status says the teardown was done.
+        if removed || !reloaded {
             self.reload_proxies(&region).await?;
         }
         Ok(Self::gone())
@@ -162,6 +197,12 @@ async fn reload(ssm: &dyn RunCommand, instances: &[String]) -> Result<(), Blocke
         RELOAD_TIMEOUT,
     )
     .await
+}
+
+/// Whether the proxies must reload. A file already in place may not have been reloaded yet (a
+/// crash in between): reload until this generation's status says it was.
+pub(super) fn reload_due(view: &ShopView, drift: &FileDrift) -> bool {
+    *drift != FileDrift::InSync || !Controller::synced(view, ResourceKind::NginxConfig)
 }
 
 fn file_name(shop: &Hostname) -> Result<ConfigFileName, Blocked> {

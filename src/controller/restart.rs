@@ -21,6 +21,17 @@ fn desired(restart_generation: i64) -> String {
     format!("restart {restart_generation}")
 }
 
+/// Whether the spec asks for a restart the status does not show done.
+pub(super) fn restart_due(view: &ShopView) -> bool {
+    let wanted = view.record.restart_generation;
+    let done = view.resources.iter().any(|r| {
+        r.kind == ResourceKind::Restart
+            && r.sync == SyncState::Synced
+            && r.desired == desired(wanted)
+    });
+    wanted > 0 && !done
+}
+
 impl Controller {
     pub(super) async fn restart(
         &self,
@@ -32,9 +43,7 @@ impl Controller {
             .resources
             .iter()
             .find(|r| r.kind == ResourceKind::Restart);
-        let done =
-            previous.is_some_and(|p| p.sync == SyncState::Synced && p.desired == desired(wanted));
-        if wanted == 0 || done {
+        if !restart_due(view) {
             return Ok(Converged {
                 desired: desired(wanted),
                 observed: previous.map(|p| p.observed.clone()).unwrap_or_default(),

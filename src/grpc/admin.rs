@@ -8,7 +8,7 @@ use super::convert::{
 };
 use super::proto::admin_service_server::AdminService;
 use super::proto::*;
-use super::{Services, store_status};
+use super::{Services, status_of, store_status};
 use crate::store::now_millis;
 
 pub(crate) struct AdminApi {
@@ -98,6 +98,44 @@ impl AdminService for AdminApi {
         }
         tracing::info!(region = %region, "deleted region config");
         Ok(Response::new(DeleteRegionConfigResponse {}))
+    }
+
+    async fn pause_region(
+        &self,
+        request: Request<PauseRegionRequest>,
+    ) -> Result<Response<PauseRegionResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let request = request.into_inner();
+        let changed = self
+            .services
+            .intents
+            .pause_region(&request.region, true, &request.reason)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(region = %request.region, changed, reason = %request.reason, "paused region");
+        Ok(Response::new(PauseRegionResponse {
+            region: request.region,
+            changed,
+        }))
+    }
+
+    async fn resume_region(
+        &self,
+        request: Request<ResumeRegionRequest>,
+    ) -> Result<Response<ResumeRegionResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let request = request.into_inner();
+        let changed = self
+            .services
+            .intents
+            .pause_region(&request.region, false, &request.reason)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(region = %request.region, changed, "resumed region");
+        Ok(Response::new(ResumeRegionResponse {
+            region: request.region,
+            changed,
+        }))
     }
 
     async fn put_instance_group(

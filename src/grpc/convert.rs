@@ -9,7 +9,8 @@ use reconcilers::status::{self, ConditionType, Health, ResourceKind, SyncState};
 use tonic::Status;
 
 use super::proto;
-use crate::store::ShopView;
+use crate::controller::Plan;
+use crate::store::{Pause, ShopView};
 
 pub(crate) fn timestamp(millis: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -96,6 +97,19 @@ pub(crate) fn shop(view: &ShopView, now: i64) -> proto::Shop {
             next_attempt_at: r.next_attempt_at.map(timestamp),
         })
         .collect();
+    // A pause explains why nothing moves: it is what blocks the shop, and nothing progresses.
+    let (conditions, blocked_by) = match &view.pause {
+        Some(pause) => paused(conditions, pause, view.record.generation, now),
+        None => (
+            conditions,
+            blocker.map(|b| proto::Blocker {
+                kind: resource_kind(b.kind).into(),
+                reason: b.reason,
+                message: b.message,
+                next_attempt_at: b.next_attempt_at.map(timestamp),
+            }),
+        ),
+    };
     let conditions = conditions
         .into_iter()
         .map(|c| proto::Condition {
@@ -117,18 +131,87 @@ pub(crate) fn shop(view: &ShopView, now: i64) -> proto::Shop {
         status: Some(proto::ShopStatus {
             conditions,
             resources,
-            blocked_by: blocker.map(|b| proto::Blocker {
-                kind: resource_kind(b.kind).into(),
-                reason: b.reason,
-                message: b.message,
-                next_attempt_at: b.next_attempt_at.map(timestamp),
-            }),
+            blocked_by,
             placement: view.placement.as_ref().map(|p| proto::Placement {
                 instance_group: p.instance_group.clone(),
                 nlb_arn: p.nlb_arn.clone(),
                 port: u32::from(p.port),
             }),
+            paused: view.pause.as_ref().map(pause),
         }),
+    }
+}
+
+fn pause(pause: &Pause) -> proto::Pause {
+    proto::Pause {
+        region: pause.region,
+        reason: pause.reason.clone(),
+        since: Some(timestamp(pause.since)),
+    }
+}
+
+/// `Paused: <reason>`, naming the region when the pause is the region's.
+fn pause_message(pause: &Pause) -> String {
+    match (pause.region, pause.reason.is_empty()) {
+        (true, true) => "Paused: the shop's region is paused".to_owned(),
+        (true, false) => format!("Paused: the shop's region is paused: {}", pause.reason),
+        (false, true) => "Paused".to_owned(),
+        (false, false) => format!("Paused: {}", pause.reason),
+    }
+}
+
+/// The conditions and blocker of a paused shop: Ready stays what it was (a converged shop
+/// still serves), Progressing is false, and the pause blocks every resource (no kind).
+fn paused(
+    conditions: Vec<status::Condition>,
+    pause: &Pause,
+    generation: i64,
+    now: i64,
+) -> (Vec<status::Condition>, Option<proto::Blocker>) {
+    let message = pause_message(pause);
+    let conditions = conditions
+        .into_iter()
+        .map(|c| match c.kind {
+            ConditionType::Progressing => status::Condition {
+                kind: ConditionType::Progressing,
+                status: Some(false),
+                reason: "Paused".to_owned(),
+                message: message.clone(),
+                observed_generation: generation,
+                last_transition: pause.since.min(now),
+            },
+            _ => c,
+        })
+        .collect();
+    let blocker = proto::Blocker {
+        kind: proto::ResourceKind::Unspecified.into(),
+        reason: "Paused".to_owned(),
+        message,
+        next_attempt_at: None,
+    };
+    (conditions, Some(blocker))
+}
+
+/// A plan as the API shows it.
+pub(crate) fn plan(plan: &Plan) -> proto::PlanShopResponse {
+    proto::PlanShopResponse {
+        shop_domain: plan.shop.clone(),
+        generation: plan.generation,
+        paused: plan.pause.as_ref().map(pause),
+        steps: plan
+            .steps
+            .iter()
+            .map(|step| proto::PlannedStep {
+                kind: resource_kind(step.kind).into(),
+                actions: step.actions.clone(),
+                waiting_for: step
+                    .waiting_for
+                    .iter()
+                    .map(|k| resource_kind(*k).into())
+                    .collect(),
+                note: step.note.clone(),
+            })
+            .collect(),
     }
 }
 

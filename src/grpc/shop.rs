@@ -161,6 +161,59 @@ impl ShopService for ShopApi {
         }))
     }
 
+    async fn pause_shop(
+        &self,
+        request: Request<PauseShopRequest>,
+    ) -> Result<Response<PauseShopResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let request = request.into_inner();
+        let changed = self
+            .services
+            .intents
+            .pause_shop(&request.shop_domain, true, &request.reason)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(shop = %request.shop_domain, changed, reason = %request.reason, "paused shop");
+        Ok(Response::new(PauseShopResponse {
+            shop_domain: request.shop_domain,
+            changed,
+        }))
+    }
+
+    async fn resume_shop(
+        &self,
+        request: Request<ResumeShopRequest>,
+    ) -> Result<Response<ResumeShopResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let request = request.into_inner();
+        let changed = self
+            .services
+            .intents
+            .pause_shop(&request.shop_domain, false, &request.reason)
+            .await
+            .map_err(status_of)?;
+        tracing::info!(shop = %request.shop_domain, changed, "resumed shop");
+        Ok(Response::new(ResumeShopResponse {
+            shop_domain: request.shop_domain,
+            changed,
+        }))
+    }
+
+    async fn plan_shop(
+        &self,
+        request: Request<PlanShopRequest>,
+    ) -> Result<Response<PlanShopResponse>, Status> {
+        require(&request, Scope::Read)?;
+        let shop_domain = request.into_inner().shop_domain;
+        let planner = self.services.planner.as_ref().ok_or_else(|| {
+            Status::unavailable("this server has no controller configuration to plan with")
+        })?;
+        let plan = planner.plan(&shop_domain).await.map_err(store_status)?;
+        let plan =
+            plan.ok_or_else(|| Status::not_found(format!("shop {shop_domain} not found")))?;
+        Ok(Response::new(convert::plan(&plan)))
+    }
+
     type WatchShopsStream = WatchStream;
 
     async fn watch_shops(

@@ -11,12 +11,14 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::schedule::Outcome;
+use super::stats::{RunCounters, Runs};
 
 /// The lanes, highest priority first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,10 +76,8 @@ pub struct QueueStats {
     pub running: usize,
     /// How long the longest-ready key has been ready (zero when none is).
     pub oldest_waiting: Duration,
-    /// Runs that ended in a failure (deadline and panic included), since start.
-    pub retries: u64,
-    /// Runs that ended waiting on throttling or a full quota, since start.
-    pub waits: u64,
+    /// Runs since start, by outcome and duration.
+    pub runs: Runs,
 }
 
 /// A de-duplicating, three-lane queue of keys; see the module docs.
@@ -86,15 +86,7 @@ pub struct WorkQueue<K> {
     state: Mutex<State<K>>,
     /// Woken on every change that could make a key ready, and on close.
     changed: Notify,
-    retries: AtomicU64,
-    waits: AtomicU64,
-}
-
-/// Which outcomes [`WorkQueue::count`] tallies.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Tally {
-    Retry,
-    Wait,
+    runs: RunCounters,
 }
 
 #[derive(Debug)]
@@ -143,8 +135,7 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
         WorkQueue {
             state: Mutex::new(State::new()),
             changed: Notify::new(),
-            retries: AtomicU64::new(0),
-            waits: AtomicU64::new(0),
+            runs: RunCounters::default(),
         }
     }
 
@@ -213,7 +204,7 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
         self.changed.notify_waiters();
     }
 
-    /// Depths, running keys, the oldest wait and outcome counts.
+    /// Depths, running keys, the oldest wait, and the runs so far.
     pub fn stats(&self) -> QueueStats {
         let state = self.lock();
         QueueStats {
@@ -222,19 +213,14 @@ impl<K: Clone + Eq + Hash> WorkQueue<K> {
             resync: state.lanes.resync.len(),
             running: state.running,
             oldest_waiting: state.lanes.oldest_ready(Instant::now()),
-            retries: self.retries.load(Ordering::Relaxed),
-            waits: self.waits.load(Ordering::Relaxed),
+            runs: self.runs.snapshot(),
         }
     }
 
-    /// Counts one run that ended in `tally`; the worker loop reports here so one object holds
-    /// every figure of a loop.
-    pub(crate) fn count(&self, tally: Tally) {
-        let counter = match tally {
-            Tally::Retry => &self.retries,
-            Tally::Wait => &self.waits,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts one run that ended in `outcome` after `elapsed`; the worker loop reports here so
+    /// one object holds every figure of a loop.
+    pub(crate) fn count(&self, outcome: Outcome, elapsed: Duration) {
+        self.runs.record(outcome, elapsed);
     }
 
     fn request(&self, key: K, slot: impl FnOnce(&mut State<K>) -> Slot) {

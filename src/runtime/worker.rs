@@ -5,7 +5,6 @@
 //! one be caught. Reconcilers never choose requeue timing: that is `schedule.rs`.
 
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -16,8 +15,9 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 use tracing::{Instrument, Span, debug, error, field, info, info_span, warn};
 
+use super::SpanKey;
 use super::backoff::{Backoff, Jitter};
-use super::queue::{Next, Popped, Tally, WorkQueue};
+use super::queue::{Next, Popped, WorkQueue};
 use super::schedule::{Decision, Outcome, Scheduler, Timing};
 
 /// The error kind of a reconcile cancelled at its deadline.
@@ -75,8 +75,9 @@ pub struct Stopped {
 /// lets in-flight reconciles finish within `config.grace`, cancels the rest and returns.
 /// The queue is closed on return.
 ///
-/// Each reconcile runs in a `reconcile` span with the fields `key`, `trigger` (the lane) and
-/// an empty `generation` the handler may record.
+/// Each reconcile runs in a `reconcile` span with the fields `shop` and `resource` (recorded
+/// by the key, see [`SpanKey`]), `trigger` (the lane) and an empty `generation` the handler
+/// records.
 pub async fn run<K, H, F>(
     queue: Arc<WorkQueue<K>>,
     config: LoopConfig,
@@ -84,7 +85,7 @@ pub async fn run<K, H, F>(
     shutdown: impl Future<Output = ()>,
 ) -> Stopped
 where
-    K: Clone + Eq + Hash + Display,
+    K: Clone + Eq + Hash + SpanKey,
     H: Fn(K) -> F,
     F: Future<Output = Outcome> + Send + 'static,
 {
@@ -128,7 +129,7 @@ enum Ended {
 
 impl<K, H, F> Worker<K, H>
 where
-    K: Clone + Eq + Hash + Display,
+    K: Clone + Eq + Hash + SpanKey,
     H: Fn(K) -> F,
     F: Future<Output = Outcome> + Send + 'static,
 {
@@ -178,10 +179,12 @@ where
         let Popped { key, lane } = popped;
         let span = info_span!(
             "reconcile",
-            key = %key,
+            shop = field::Empty,
+            resource = field::Empty,
             trigger = lane.as_str(),
             generation = field::Empty,
         );
+        key.record_in(&span);
         let reconcile = span.in_scope(|| (self.handler)(key.clone()));
         let deadline = self.deadline;
         let task = async move {
@@ -219,19 +222,10 @@ where
             }
         });
         let decision = self.scheduler.decide(&flight.key, outcome, Instant::now());
-        flight
-            .span
-            .in_scope(|| record(outcome, &decision, flight.started.elapsed()));
-        self.count(outcome);
+        let elapsed = flight.started.elapsed();
+        flight.span.in_scope(|| record(outcome, &decision, elapsed));
+        self.queue.count(outcome, elapsed);
         self.queue.complete(&flight.key, decision.next);
-    }
-
-    fn count(&self, outcome: Outcome) {
-        match outcome {
-            Outcome::Retry(_) => self.queue.count(Tally::Retry),
-            Outcome::Wait(_) => self.queue.count(Tally::Wait),
-            Outcome::Done | Outcome::Requeue(_) | Outcome::Gone => {}
-        }
     }
 
     /// Closes the queue, waits up to the grace period for in-flight reconciles, then cancels
@@ -514,7 +508,7 @@ mod tests {
         // 300 s, which shutdown at 200 s never reaches.
         assert_eq!(probe.start_times(), [0, 1, 3, 33, 37]);
         let stats = queue.stats();
-        assert_eq!((stats.retries, stats.waits), (3, 1));
+        assert_eq!((stats.runs.retry, stats.runs.wait), (3, 1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -538,7 +532,7 @@ mod tests {
         // Cancelled at 10 s (so it never finished), retried one backoff step later.
         assert_eq!(probe.start_times(), [0, 11]);
         assert_eq!(probe.finished(), 1);
-        assert_eq!(queue.stats().retries, 1);
+        assert_eq!(queue.stats().runs.retry, 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -559,7 +553,7 @@ mod tests {
 
         run(Arc::clone(&queue), exact_config(), handler, stop_after(100)).await;
         assert_eq!(probe.finished(), 1);
-        assert_eq!(queue.stats().retries, 1);
+        assert_eq!(queue.stats().runs.retry, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -229,8 +229,8 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                Change, Claim, DeployOutcome, Intent, Lease, Placement, Result, ShopEvent, ShopPage,
-                ShopQuery, ShopView, Store, StoreError,
+                Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement, Result, ShopCounts,
+                ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
             };
             use reconcilers::status::ResourceKind;
 
@@ -360,13 +360,33 @@ macro_rules! impl_store {
                 Ok((placement, ready.unwrap_or(false)))
             }
 
+            /// The pause columns that follow the extras: a region pause wins over a shop's own.
+            fn pause_from_row(row: &DbRow) -> Result<Option<Pause>> {
+                let get = |e| StoreError::Database { operation: "decode pause", source: e };
+                let shop_since: Option<i64> = row.try_get(14).map_err(get)?;
+                let shop_reason: String = row.try_get(15).map_err(get)?;
+                let region_since: Option<i64> = row.try_get(16).map_err(get)?;
+                let region_reason: Option<String> = row.try_get(17).map_err(get)?;
+                Ok(match (region_since, shop_since) {
+                    (Some(since), _) => Some(Pause {
+                        region: true,
+                        reason: region_reason.unwrap_or_default(),
+                        since,
+                    }),
+                    (None, Some(since)) => Some(Pause { region: false, reason: shop_reason, since }),
+                    (None, None) => None,
+                })
+            }
+
             fn shop_select(filter: &str) -> String {
                 format!(
                     "SELECT {SHOP_COLUMNS}, p.instance_group, p.nlb_arn, p.port, \
-                     (st.ready AND st.ready_generation = s.generation) AS ready \
+                     (st.ready AND st.ready_generation = s.generation) AS ready, \
+                     s.paused_at, s.pause_reason, r.paused_at, r.pause_reason \
                      FROM shops s \
                      LEFT JOIN placements p ON p.shop_domain = s.shop_domain \
                      LEFT JOIN shop_status st ON st.shop_domain = s.shop_domain \
+                     LEFT JOIN region_configs r ON r.region = s.region \
                      {filter}"
                 )
             }
@@ -750,6 +770,105 @@ macro_rules! impl_store {
                     Ok(record)
                 }
 
+                async fn set_shop_paused(
+                    &self,
+                    shop_domain: &str,
+                    paused: bool,
+                    reason: &str,
+                    now: i64,
+                ) -> Result<bool> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin pause"))?;
+                    // Write first (see try_deploy); the WHERE keeps a repeated call from
+                    // writing a second event.
+                    let row = sqlx::query(
+                        "UPDATE shops SET \
+                         paused_at = CASE WHEN $2 THEN COALESCE(paused_at, $4) ELSE NULL END, \
+                         pause_reason = CASE WHEN $2 THEN $3 ELSE '' END \
+                         WHERE shop_domain = $1 AND (CASE WHEN $2 \
+                         THEN paused_at IS NULL OR pause_reason <> $3 \
+                         ELSE paused_at IS NOT NULL END) RETURNING generation",
+                    )
+                    .bind(shop_domain)
+                    .bind(paused)
+                    .bind(reason)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("pause shop"))?;
+                    let Some(row) = row else {
+                        let existing = select_shop(&mut tx, shop_domain).await?;
+                        tx.rollback().await.map_err(db("end pause"))?;
+                        return match existing {
+                            Some(_) => Ok(false),
+                            None => Err(StoreError::NotFound(format!("shop {shop_domain}"))),
+                        };
+                    };
+                    let generation: i64 = row.try_get(0).map_err(db("decode generation"))?;
+                    let event = if paused { "Paused" } else { "Resumed" };
+                    insert_event(&mut tx, shop_domain, now, generation, event, reason).await?;
+                    tx.commit().await.map_err(db("commit pause"))?;
+                    self.announce(Change::Spec(shop_domain.to_owned())).await;
+                    Ok(true)
+                }
+
+                async fn set_region_paused(
+                    &self,
+                    region: &str,
+                    paused: bool,
+                    reason: &str,
+                    now: i64,
+                ) -> Result<bool> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin region pause"))?;
+                    let updated = sqlx::query(
+                        "UPDATE region_configs SET \
+                         paused_at = CASE WHEN $2 THEN COALESCE(paused_at, $4) ELSE NULL END, \
+                         pause_reason = CASE WHEN $2 THEN $3 ELSE '' END \
+                         WHERE region = $1 AND (CASE WHEN $2 \
+                         THEN paused_at IS NULL OR pause_reason <> $3 \
+                         ELSE paused_at IS NOT NULL END)",
+                    )
+                    .bind(region)
+                    .bind(paused)
+                    .bind(reason)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("pause region"))?;
+                    if updated.rows_affected() == 0 {
+                        let exists: Option<String> =
+                            sqlx::query_scalar("SELECT region FROM region_configs WHERE region = $1")
+                                .bind(region)
+                                .fetch_optional(&mut *tx)
+                                .await
+                                .map_err(db("select region config"))?;
+                        tx.rollback().await.map_err(db("end region pause"))?;
+                        return match exists {
+                            Some(_) => Ok(false),
+                            None => Err(StoreError::NotFound(format!("region {region}"))),
+                        };
+                    }
+                    let event = if paused { "RegionPaused" } else { "RegionResumed" };
+                    let shops: Vec<String> = sqlx::query_scalar(
+                        "INSERT INTO shop_events (shop_domain, at, generation, source, reason, message) \
+                         SELECT shop_domain, $2, generation, 'spec', $3, $4 FROM shops \
+                         WHERE region = $1 RETURNING shop_domain",
+                    )
+                    .bind(region)
+                    .bind(now)
+                    .bind(event)
+                    .bind(format!("region {region}: {reason}"))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("insert region pause events"))?;
+                    tx.commit().await.map_err(db("commit region pause"))?;
+                    // Every shop of the region, so a resume takes effect at once; a pause is
+                    // seen by each loop's next reconcile anyway.
+                    for shop in shops {
+                        self.announce(Change::Spec(shop)).await;
+                    }
+                    Ok(true)
+                }
+
                 async fn remove_shop(&self, shop_domain: &str, now: i64) -> Result<bool> {
                     let mut tx = self.pool.begin().await.map_err(db("begin remove"))?;
                     sqlx::query("DELETE FROM placements WHERE shop_domain = $1")
@@ -797,6 +916,31 @@ macro_rules! impl_store {
 
                 async fn list_shops(&self, query: &ShopQuery) -> Result<ShopPage> {
                     self.list_page(query, None).await
+                }
+
+                async fn count_shops(&self) -> Result<ShopCounts> {
+                    // Ready as `get_shop` reads it: the flag holds for the current generation.
+                    let row = sqlx::query(
+                        "SELECT COALESCE(SUM(CASE \
+                             WHEN s.deletion_requested_at IS NOT NULL THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN s.deletion_requested_at IS NULL AND st.ready \
+                             AND st.ready_generation = s.generation THEN 1 ELSE 0 END), 0), \
+                         COUNT(*) FROM shops s \
+                         LEFT JOIN shop_status st ON st.shop_domain = s.shop_domain",
+                    )
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("count shops"))?;
+                    let get = |index| -> Result<u64> {
+                        let count: i64 = row.try_get(index).map_err(db("decode shop counts"))?;
+                        Ok(u64::try_from(count).unwrap_or(0))
+                    };
+                    let (deleting, ready, total) = (get(0)?, get(1)?, get(2)?);
+                    Ok(ShopCounts {
+                        ready,
+                        not_ready: total.saturating_sub(ready + deleting),
+                        deleting,
+                    })
                 }
 
                 async fn shop_events(&self, shop_domain: &str, limit: u32) -> Result<Vec<ShopEvent>> {
@@ -1116,7 +1260,8 @@ macro_rules! impl_store {
                     for row in rows.iter().take(query.limit.max(1) as usize) {
                         let record = shop_from_row(row)?;
                         let (placement, ready) = extras_from_row(row)?;
-                        shops.push(ShopView { record, resources: Vec::new(), placement, ready });
+                        let pause = pause_from_row(row)?;
+                        shops.push(ShopView { record, resources: Vec::new(), placement, ready, pause });
                     }
                     let next_after = (rows.len() as i64 == limit)
                         .then(|| shops.last().map(|s| s.record.spec.shop_domain.to_string()))

@@ -15,6 +15,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// The channel replicas announce shop changes on; the payload is [`Change::encode`].
 const CHANNEL: &str = "shop_changes";
 
+/// Connections per replica: `SHOP_CONTROLLER_DATABASE_MAX_CONNECTIONS`, 16 by default. The
+/// test command lowers it, since dozens of stores share one local server there.
+fn max_connections() -> u32 {
+    std::env::var("SHOP_CONTROLLER_DATABASE_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|n: &u32| *n > 0)
+        .unwrap_or(16)
+}
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool<Postgres>,
@@ -27,7 +37,7 @@ impl PostgresStore {
     /// starting together do not race).
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections())
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await

@@ -17,7 +17,7 @@ use shop_controller::grpc::Auth;
 
 use crate::support::{ShopClient, TestServer, TestStore, deploy_request, sqlite_store};
 
-fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
+pub(crate) fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
         r.kind == kind
             && r.sync == SyncState::Synced
@@ -27,8 +27,13 @@ fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
 
 /// Waits until every shop is ready: built, deployed, reachable through its target group,
 /// listener and nginx config.
-async fn converged(store: &dyn Store, shops: &[String]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+pub(crate) async fn converged(store: &dyn Store, shops: &[String]) {
+    converged_within(store, shops, Duration::from_secs(60)).await;
+}
+
+/// Like [`converged`], for runs that need longer than a minute.
+pub(crate) async fn converged_within(store: &dyn Store, shops: &[String], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let mut done = true;
         for shop in shops {
@@ -58,34 +63,51 @@ async fn converged(store: &dyn Store, shops: &[String]) {
 
 /// A controller running over a seeded SQLite store and a simulated AWS whose clock runs 40
 /// times faster (proxy reloads take 0.1 s instead of 4 s, builds 1.5 s instead of 60 s).
-struct Running {
-    server: TestServer,
-    aws: Arc<SimulatedAws>,
-    store: TestStore,
-    nginx_dir: std::path::PathBuf,
-    stop: tokio::sync::oneshot::Sender<()>,
-    loops: tokio::task::JoinHandle<()>,
+pub(crate) struct Running {
+    pub(crate) server: TestServer,
+    pub(crate) aws: Arc<SimulatedAws>,
+    pub(crate) store: TestStore,
+    pub(crate) nginx_dir: std::path::PathBuf,
+    pub(crate) controller: Arc<Controller>,
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+    pub(crate) loops: tokio::task::JoinHandle<()>,
 }
 
-async fn start() -> Running {
-    let store = sqlite_store().await;
-    let config = SimConfig {
+pub(crate) async fn start() -> Running {
+    let sim = SimConfig {
         clock: ClockMode::Scaled(40.0),
         ..SimConfig::default()
     };
-    let aws = Arc::new(SimulatedAws::with_config(config));
+    start_with(
+        sim,
+        ControllerConfig::new("e2e", Duration::from_millis(500)),
+    )
+    .await
+}
+
+/// Like [`start`], with this simulated account and controller configuration.
+pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Running {
+    let store = sqlite_store().await;
+    let aws = Arc::new(SimulatedAws::with_config(sim));
     let nginx_dir = store.dir.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
     shop_controller::dev::seed(store.store.as_ref(), &aws, &nginx_dir)
         .await
         .expect("seed");
-    let server =
-        TestServer::start(store.store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
+    // The server plans with a controller of its own, as `serve` does without the loops.
     let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
-    let config = ControllerConfig::new("e2e", Duration::from_millis(500));
+    let planner = Arc::new(Controller::new(
+        store.store.clone(),
+        cloud.clone(),
+        config.clone(),
+    ));
+    let mut services =
+        shop_controller::server::services(store.store.clone(), cloud.clone(), Auth::Disabled);
+    services.planner = Some(planner);
+    let server = TestServer::serve(services).await;
     let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loops = tokio::spawn(controller.run(async move {
+    let loops = tokio::spawn(controller.clone().run(async move {
         let _ = stopped.await;
     }));
     Running {
@@ -93,13 +115,32 @@ async fn start() -> Running {
         aws,
         store,
         nginx_dir,
+        controller,
         stop,
         loops,
     }
 }
 
+/// Starts the controller's loops over `store` and `aws`; they stop when the sender is used.
+pub(crate) fn spawn_controller(
+    store: &TestStore,
+    aws: &Arc<SimulatedAws>,
+    config: ControllerConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let cloud: Arc<dyn CloudProvider> = Arc::new(aws.clone());
+    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let loops = tokio::spawn(controller.run(async move {
+        let _ = stopped.await;
+    }));
+    (stop, loops)
+}
+
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.loops.await.expect("loops stop");
     }
@@ -236,16 +277,21 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         "{}",
         failed.message
     );
-    let degraded = store
+    // Readiness is written right after the resource's status.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store
         .store
         .get_shop(&shops[2])
         .await
         .expect("read")
-        .expect("exists");
-    assert!(
-        !degraded.ready,
-        "a failed restart keeps the shop from Ready"
-    );
+        .is_some_and(|view| view.ready)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a failed restart keeps the shop from Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     client
         .delete_shop(DeleteShopRequest {
@@ -320,7 +366,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
 }
 
 /// Waits until the shop's `kind` status satisfies `done`, and returns it.
-async fn wait_for(
+pub(crate) async fn wait_for(
     store: &dyn Store,
     shop: &str,
     kind: ResourceKind,
@@ -421,4 +467,101 @@ async fn deploy_new_version(running: &Running, client: &mut ShopClient, shop: &s
     })
     .await;
     version
+}
+
+/// The dev mode's promise: break a shop's objects with `shopctl break` and watch the next
+/// resync put each one back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shopctl_break_is_healed_by_the_next_resync() {
+    let running = start().await;
+    let (aws, store) = (&running.aws, &running.store);
+    let dev =
+        crate::support::TestServer::start_dev(store.store.clone(), Arc::new(aws.clone())).await;
+    let shop = "broken.es-hs.com";
+    aws.put_object(
+        "shop-sources",
+        &format!("{shop}.zip"),
+        shop_controller::dev::sample_shop_zip(),
+    );
+    let mut client = running.server.shops().await;
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy");
+    converged(store.store.as_ref(), &[shop.to_owned()]).await;
+    let view = store
+        .store
+        .get_shop(shop)
+        .await
+        .expect("read")
+        .expect("exists");
+    let placed = view.placement.expect("placed");
+    let group_name = reconcilers::names::target_group_name(
+        &reconcilers::Hostname::parse(shop).expect("valid"),
+        placed.port,
+    );
+    let registered = || async {
+        let groups = aws.list_target_groups().await.expect("list");
+        let Some(group) = groups.into_iter().find(|g| g.name == group_name) else {
+            return 0;
+        };
+        let targets = aws
+            .describe_target_health(&group.arn)
+            .await
+            .expect("health");
+        // A deregistered target drains for a while before it disappears.
+        targets.iter().filter(|t| t.state != "draining").count()
+    };
+    assert_eq!(registered().await, 2);
+
+    let url = dev.url();
+    let shopctl = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_shopctl"))
+                .arg("--server")
+                .arg(url)
+                .args(args)
+                .output()
+                .expect("run shopctl");
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        })
+    };
+    let nginx_file = running.nginx_dir.join(format!("{shop}.conf"));
+    for what in ["registration", "nginx-file", "target-group"] {
+        let (ok, out, err) = shopctl(vec!["break".into(), shop.into(), what.into()])
+            .await
+            .expect("join");
+        assert!(ok, "break {what}: {out}{err}");
+        assert!(out.starts_with("removed "), "{out}");
+        // Broken for real before the heal.
+        match what {
+            "registration" => assert_eq!(registered().await, 1, "{out}"),
+            "nginx-file" => assert!(!nginx_file.exists(), "{out}"),
+            _ => assert_eq!(registered().await, 0, "{out}"),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while registered().await != 2 || !nginx_file.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} was not healed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    converged(store.store.as_ref(), &[shop.to_owned()]).await;
+
+    let (ok, _, err) = shopctl(vec![
+        "break".into(),
+        "nobody.es-hs.com".into(),
+        "listener".into(),
+    ])
+    .await
+    .expect("join");
+    assert!(!ok && err.contains("not found"), "{err}");
+    running.stop().await;
 }

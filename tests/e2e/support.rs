@@ -178,11 +178,21 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(store: Arc<dyn Store>, cloud: Arc<dyn CloudProvider>, auth: Auth) -> Self {
+        Self::serve(server::services(store, cloud, auth)).await
+    }
+
+    /// The server as `shop-controller dev` runs it: `DevService` breaks things in `cloud`.
+    pub async fn start_dev(store: Arc<dyn Store>, cloud: Arc<dyn CloudProvider>) -> Self {
+        let mut services = server::services(store, cloud.clone(), Auth::Disabled);
+        services.dev_cloud = Some(cloud);
+        Self::serve(services).await
+    }
+
+    pub(crate) async fn serve(services: shop_controller::grpc::Services) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
-        let services = server::services(store, cloud, auth);
         let (shutdown, stop) = oneshot::channel::<()>();
         let stopped = async move {
             let _ = stop.await;

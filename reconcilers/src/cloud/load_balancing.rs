@@ -160,6 +160,21 @@ pub trait LoadBalancing: Send + Sync {
     async fn add_tags(&self, arn: &str, tags: &[Tag]) -> Result<(), CloudError>;
 }
 
+/// Tags already read in bulk, by ARN, so that observing one object needs no call of its own.
+pub type KnownTags = std::collections::HashMap<String, Vec<Tag>>;
+
+/// The tags of one resource: from `known` when they were read in bulk, else asked for.
+pub async fn tags_known_or_read(
+    load_balancing: &dyn LoadBalancing,
+    arn: &str,
+    known: &KnownTags,
+) -> Result<Vec<Tag>, CloudError> {
+    match known.get(arn) {
+        Some(tags) => Ok(tags.clone()),
+        None => tags_of(load_balancing, arn).await,
+    }
+}
+
 /// The tags of one resource (an empty list when it has none).
 pub async fn tags_of(
     load_balancing: &dyn LoadBalancing,

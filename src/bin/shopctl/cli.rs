@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
-use shop_controller::grpc::proto::{InstanceGroup, RegionConfig};
+use shop_controller::grpc::proto::{BreakTarget, InstanceGroup, RegionConfig};
 
 use crate::CliError;
 
@@ -86,15 +86,75 @@ pub(crate) enum Command {
         #[arg(long)]
         shop: Option<String>,
     },
-    /// Region configurations.
+    /// Stop reconciling a shop (teardown included) until `resume`.
+    Pause {
+        shop_domain: String,
+        /// Why, for whoever finds the shop paused.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reconcile a paused shop again, at once.
+    Resume {
+        shop_domain: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show what the controller would do next for a shop, without doing it.
+    Plan { shop_domain: String },
+    /// Region configurations, and pausing a whole region.
     Region {
         #[command(subcommand)]
-        command: ConfigCommand,
+        command: RegionCommand,
     },
     /// EC2 instance groups.
     Group {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Development controller only: remove one of a shop's objects behind the controller's
+    /// back, then watch the next resync heal it.
+    Break {
+        shop_domain: String,
+        #[arg(value_enum)]
+        what: BreakWhat,
+    },
+}
+
+/// What `shopctl break` removes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum BreakWhat {
+    Listener,
+    TargetGroup,
+    Registration,
+    NginxFile,
+}
+
+impl BreakWhat {
+    pub(crate) fn target(self) -> BreakTarget {
+        match self {
+            BreakWhat::Listener => BreakTarget::Listener,
+            BreakWhat::TargetGroup => BreakTarget::TargetGroup,
+            BreakWhat::Registration => BreakTarget::Registration,
+            BreakWhat::NginxFile => BreakTarget::NginxFile,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RegionCommand {
+    #[command(flatten)]
+    Config(ConfigCommand),
+    /// Stop reconciling every shop of the region until `resume`.
+    Pause {
+        region: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reconcile the region's shops again, at once.
+    Resume {
+        region: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
 }
 

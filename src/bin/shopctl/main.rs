@@ -11,14 +11,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde_json::{Value, json};
 use shop_controller::grpc::proto::admin_service_client::AdminServiceClient;
+use shop_controller::grpc::proto::dev_service_client::DevServiceClient;
 use shop_controller::grpc::proto::shop_service_client::ShopServiceClient;
 use shop_controller::grpc::proto::*;
 use tokio_stream::StreamExt;
 use tonic::Status;
 
-use cli::{Cli, Command, ConfigCommand, GroupFile, Output, RegionFile, read_yaml};
+use cli::{Cli, Command, ConfigCommand, GroupFile, Output, RegionCommand, RegionFile, read_yaml};
 use connect::{Authed, connect};
-use render::{group_json, print, region_json, shop_details, shop_json, shop_row, yaml};
+use render::{
+    group_json, plan_json, plan_text, print, region_json, shop_details, shop_json, shop_row, yaml,
+};
 
 mod cli;
 mod connect;
@@ -53,7 +56,8 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let (channel, bearer) = connect(&cli).await?;
     let mut shops = ShopServiceClient::with_interceptor(channel.clone(), bearer.clone());
-    let mut admin = AdminServiceClient::with_interceptor(channel, bearer);
+    let mut admin = AdminServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut dev = DevServiceClient::with_interceptor(channel, bearer);
     let output = cli.output;
     match cli.command {
         Command::Deploy {
@@ -152,8 +156,101 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 print(output, &format!("{kind:<8} {}", shop_row(&shop)), &value);
             }
         }
-        Command::Region { command } => region(&mut admin, output, command).await?,
+        Command::Pause {
+            shop_domain,
+            reason,
+        } => {
+            let request = PauseShopRequest {
+                shop_domain,
+                reason,
+            };
+            let response = shops.pause_shop(request).await?.into_inner();
+            let verb = if response.changed {
+                "paused"
+            } else {
+                "already paused"
+            };
+            let value = json!({ "shop_domain": response.shop_domain, "changed": response.changed });
+            print(output, &format!("{}: {verb}", response.shop_domain), &value);
+        }
+        Command::Resume {
+            shop_domain,
+            reason,
+        } => {
+            let request = ResumeShopRequest {
+                shop_domain,
+                reason,
+            };
+            let response = shops.resume_shop(request).await?.into_inner();
+            let verb = if response.changed {
+                "resumed"
+            } else {
+                "was not paused"
+            };
+            let value = json!({ "shop_domain": response.shop_domain, "changed": response.changed });
+            print(output, &format!("{}: {verb}", response.shop_domain), &value);
+        }
+        Command::Plan { shop_domain } => {
+            let plan = shops
+                .plan_shop(PlanShopRequest { shop_domain })
+                .await?
+                .into_inner();
+            print(output, &plan_text(&plan), &plan_json(&plan));
+        }
+        Command::Region {
+            command: RegionCommand::Config(command),
+        } => region(&mut admin, output, command).await?,
+        Command::Region {
+            command: RegionCommand::Pause { region, reason },
+        } => {
+            let request = PauseRegionRequest { region, reason };
+            let response = admin.pause_region(request).await?.into_inner();
+            let verb = if response.changed {
+                "paused"
+            } else {
+                "already paused"
+            };
+            let value = json!({ "region": response.region, "changed": response.changed });
+            print(
+                output,
+                &format!("region {}: {verb}", response.region),
+                &value,
+            );
+        }
+        Command::Region {
+            command: RegionCommand::Resume { region, reason },
+        } => {
+            let request = ResumeRegionRequest { region, reason };
+            let response = admin.resume_region(request).await?.into_inner();
+            let verb = if response.changed {
+                "resumed"
+            } else {
+                "was not paused"
+            };
+            let value = json!({ "region": response.region, "changed": response.changed });
+            print(
+                output,
+                &format!("region {}: {verb}", response.region),
+                &value,
+            );
+        }
         Command::Group { command } => group(&mut admin, output, command).await?,
+        Command::Break { shop_domain, what } => {
+            let response = dev
+                .break_shop(BreakShopRequest {
+                    shop_domain,
+                    target: what.target() as i32,
+                })
+                .await?
+                .into_inner();
+            let text = response
+                .removed
+                .iter()
+                .map(|r| format!("removed {r}"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(output, &text, &json!({ "removed": response.removed }));
+        }
     }
     Ok(())
 }

@@ -66,8 +66,13 @@ pub(crate) fn shop_row(shop: &Shop) -> String {
     } else {
         ""
     };
+    let paused = match shop.status.as_ref().and_then(|s| s.paused.as_ref()) {
+        Some(pause) if pause.region => " [region paused]",
+        Some(_) => " [paused]",
+        None => "",
+    };
     format!(
-        "{:<40} {:<14} {:>5} {:<6} {blocked}{deleting}",
+        "{:<40} {:<14} {:>5} {:<6} {blocked}{deleting}{paused}",
         spec.shop_domain,
         spec.region,
         spec.generation,
@@ -96,6 +101,10 @@ pub(crate) fn shop_details(shop: &Shop) -> String {
     let Some(status) = &shop.status else {
         return out;
     };
+    if let Some(pause) = &status.paused {
+        let scope = if pause.region { "region " } else { "" };
+        out.push_str(&format!("Paused:          {scope}yes: {}\n", pause.reason));
+    }
     if let Some(placement) = &status.placement {
         out.push_str(&format!(
             "Placement:       {} port {} on {}\n",
@@ -179,10 +188,68 @@ pub(crate) fn shop_json(shop: &Shop) -> Value {
                 "message": b.message,
                 "next_attempt_at": time(b.next_attempt_at.as_ref()),
             })),
+            "paused": status.paused.as_ref().map(pause_json),
             "placement": status.placement.map(|p| json!({
                 "instance_group": p.instance_group, "nlb_arn": p.nlb_arn, "port": p.port,
             })),
         },
+    })
+}
+
+fn pause_json(pause: &Pause) -> Value {
+    json!({ "region": pause.region, "reason": pause.reason, "since": time(pause.since.as_ref()) })
+}
+
+fn kind_name(kind: i32) -> String {
+    let name = ResourceKind::try_from(kind).map(|k| k.as_str_name()).ok();
+    enum_name(name, "RESOURCE_KIND_")
+}
+
+/// One line per resource: its actions, or `nothing to do`, then what it waits for.
+pub(crate) fn plan_text(plan: &PlanShopResponse) -> String {
+    let mut out = format!(
+        "Plan for {} (generation {})\n",
+        plan.shop_domain, plan.generation
+    );
+    if let Some(pause) = &plan.paused {
+        let scope = if pause.region { "its region is " } else { "" };
+        out.push_str(&format!(
+            "paused: {scope}paused ({}); nothing below happens until a resume\n",
+            pause.reason
+        ));
+    }
+    for step in &plan.steps {
+        let kind = kind_name(step.kind);
+        let waits: Vec<String> = step.waiting_for.iter().map(|k| kind_name(*k)).collect();
+        let waits = if waits.is_empty() {
+            String::new()
+        } else {
+            format!(" (after {})", waits.join(", "))
+        };
+        if step.actions.is_empty() && step.note.is_empty() {
+            out.push_str(&format!("{kind:<14} nothing to do{waits}\n"));
+        }
+        for action in &step.actions {
+            out.push_str(&format!("{kind:<14} {action}{waits}\n"));
+        }
+        if !step.note.is_empty() {
+            out.push_str(&format!("{kind:<14} stopped: {}\n", step.note));
+        }
+    }
+    out
+}
+
+pub(crate) fn plan_json(plan: &PlanShopResponse) -> Value {
+    json!({
+        "shop_domain": plan.shop_domain,
+        "generation": plan.generation,
+        "paused": plan.paused.as_ref().map(pause_json),
+        "steps": plan.steps.iter().map(|step| json!({
+            "kind": kind_name(step.kind),
+            "actions": step.actions,
+            "waiting_for": step.waiting_for.iter().map(|k| kind_name(*k)).collect::<Vec<_>>(),
+            "note": step.note,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -1,0 +1,384 @@
+//! The fixture the convergence and crash tests share: the simulated account and controller
+//! settings, deploying through the API, waiting, and the checks of what AWS, the store and the
+//! nginx directory hold.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use reconcilers::cloud::{
+    Builds, Deployment, Deployments, Fleet, LoadBalancing, Owner, TAG_INSTALLATION, Target,
+};
+use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws, TaggedResource};
+use reconcilers::status::ResourceKind;
+use shop_controller::controller::ControllerConfig;
+use shop_controller::grpc::proto::{
+    ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, Shop,
+};
+use shop_controller::runtime::Backoff;
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::controller::Running;
+use crate::support::{ShopClient, deploy_request};
+
+/// The installation id of the controllers these tests start.
+pub(crate) const INSTALLATION: &str = "e2e";
+/// What the region's CodeBuild project and CodeDeploy application are called in `dev::seed`.
+const PROJECT: &str = "shop-build";
+const APPLICATION: &str = "shops";
+
+/// How long a test waits for many shops: generous, for a loaded CI machine.
+pub(crate) const LONG_WAIT: Duration = Duration::from_secs(240);
+
+/// The simulated account of these tests: its clock runs 40 times faster.
+pub(crate) fn scaled_sim() -> SimConfig {
+    SimConfig {
+        clock: ClockMode::Scaled(40.0),
+        ..SimConfig::default()
+    }
+}
+
+/// The controller's defaults with this resync, except that waits on a full quota start at 2 s
+/// instead of 30 s (capped at 8 s): a quota that frees up is seen within a test, and a blocked
+/// key still looks far less often than a resync would.
+pub(crate) fn test_config(resync: Duration) -> ControllerConfig {
+    let mut config = ControllerConfig::new(INSTALLATION, resync);
+    config.loops.wait = Backoff {
+        base: Duration::from_secs(2),
+        cap: Duration::from_secs(8),
+        jitter: 0.2,
+    };
+    config
+}
+
+/// `count` shop domains starting with `prefix`.
+pub(crate) fn shop_names(prefix: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("{prefix}-{i:03}.es-hs.com"))
+        .collect()
+}
+
+/// Uploads a new version of each shop's source and deploys it; returns the versions.
+pub(crate) async fn deploy_new_versions(
+    running: &Running,
+    client: &mut ShopClient,
+    shops: &[String],
+) -> Vec<String> {
+    let mut versions = Vec::new();
+    for shop in shops {
+        let zip = shop_controller::dev::sample_shop_zip();
+        let version = running
+            .aws
+            .put_object("shop-sources", &format!("{shop}.zip"), zip);
+        let deployed = client
+            .deploy_shop(deploy_request(shop))
+            .await
+            .expect("deploy")
+            .into_inner();
+        assert_eq!(deployed.resolved_source_version, version);
+        versions.push(version);
+    }
+    versions
+}
+
+pub(crate) async fn get_shop(client: &mut ShopClient, shop: &str) -> Result<Shop, tonic::Status> {
+    let request = GetShopRequest {
+        shop_domain: shop.to_owned(),
+    };
+    client
+        .get_shop(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Polls `check` every 50 ms until it holds and returns how long that took; fails after
+/// `within`.
+pub(crate) async fn eventually(
+    what: &str,
+    within: Duration,
+    mut check: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The placement GetShop reports, with the port as a `u16`.
+pub(crate) struct PortPlacement {
+    pub(crate) instance_group: String,
+    pub(crate) nlb_arn: String,
+    pub(crate) port: u16,
+}
+
+pub(crate) async fn placement_of(client: &mut ShopClient, shop: &str) -> PortPlacement {
+    let found = get_shop(client, shop).await.expect("get shop");
+    let placement = found.status.and_then(|s| s.placement);
+    let placement = placement.unwrap_or_else(|| panic!("{shop} is not placed"));
+    PortPlacement {
+        instance_group: placement.instance_group,
+        nlb_arn: placement.nlb_arn,
+        port: u16::try_from(placement.port).expect("a port"),
+    }
+}
+
+pub(crate) fn ready_condition(shop: &Shop) -> Option<i32> {
+    let conditions = shop.status.as_ref().map(|s| s.conditions.as_slice());
+    conditions
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.r#type == ConditionType::Ready as i32)
+        .map(|c| c.status)
+}
+
+/// The shop is Ready for its current generation, nothing blocks it, and every resource
+/// reports that generation.
+pub(crate) fn assert_ready(shop: &Shop) {
+    let name = shop.spec.as_ref().map_or("", |s| s.shop_domain.as_str());
+    let generation = shop.spec.as_ref().map_or(0, |s| s.generation);
+    assert_eq!(
+        ready_condition(shop),
+        Some(ConditionStatus::True as i32),
+        "{name} is ready"
+    );
+    let status = shop.status.as_ref().expect("status");
+    assert!(
+        status.blocked_by.is_none(),
+        "{name}: {:?}",
+        status.blocked_by
+    );
+    for resource in &status.resources {
+        assert_eq!(
+            resource.observed_generation, generation,
+            "{name}: {resource:?}"
+        );
+    }
+}
+
+pub(crate) fn proto_kind(kind: ResourceKind) -> i32 {
+    use shop_controller::grpc::proto::ResourceKind as Proto;
+    let proto = match kind {
+        ResourceKind::Artifact => Proto::Artifact,
+        ResourceKind::Deployment => Proto::Deployment,
+        ResourceKind::NginxConfig => Proto::NginxConfig,
+        ResourceKind::TargetGroup => Proto::TargetGroup,
+        ResourceKind::Listener => Proto::Listener,
+        ResourceKind::Certificate => Proto::Certificate,
+        ResourceKind::Restart => Proto::Restart,
+    };
+    proto as i32
+}
+
+/// Every object of the installation, by the shop and resource its ownership tags name. Only
+/// load balancing objects are expected: anything else fails the test.
+pub(crate) async fn owned_objects(
+    aws: &SimulatedAws,
+) -> BTreeMap<(String, String), Vec<TaggedResource>> {
+    let tagged = aws.resources_tagged(TAG_INSTALLATION, INSTALLATION);
+    let (elb, other): (Vec<_>, Vec<_>) = tagged.into_iter().partition(|r| {
+        matches!(
+            r.kind,
+            ResourceType::TargetGroup | ResourceType::Listener | ResourceType::LoadBalancer
+        )
+    });
+    assert!(other.is_empty(), "unexpected owned objects: {other:?}");
+    let arns: Vec<String> = elb.iter().map(|r| r.id.clone()).collect();
+    let tags = aws.describe_tags(&arns).await.expect("describe tags");
+    let mut owned: BTreeMap<(String, String), Vec<TaggedResource>> = BTreeMap::new();
+    for (resource, (arn, tags)) in elb.into_iter().zip(tags) {
+        assert_eq!(resource.id, arn);
+        let owner = Owner::from_tags(&tags).unwrap_or_else(|| panic!("{arn}: {tags:?}"));
+        owned
+            .entry((owner.shop, owner.resource))
+            .or_default()
+            .push(resource);
+    }
+    owned
+}
+
+/// The one object of `kind` that `shop` owns.
+pub(crate) async fn owned(aws: &SimulatedAws, shop: &str, kind: ResourceType) -> String {
+    let resource = match kind {
+        ResourceType::TargetGroup => "target_group",
+        ResourceType::Listener => "listener",
+        other => panic!("shops own no {other:?}"),
+    };
+    let owned = owned_objects(aws).await;
+    match owned
+        .get(&(shop.to_owned(), resource.to_owned()))
+        .map(Vec::as_slice)
+    {
+        Some([one]) if one.kind == kind => one.id.clone(),
+        found => panic!("{shop} should own one {kind:?}: {found:?}"),
+    }
+}
+
+/// Every object tagged with the installation is wanted by exactly one of `shops`: each shop
+/// owns exactly one target group and one listener, and nothing else is owned.
+pub(crate) async fn assert_owned_exactly(aws: &SimulatedAws, shops: &[String], context: &str) {
+    let owned = owned_objects(aws).await;
+    let mut expected = BTreeMap::new();
+    for shop in shops {
+        expected.insert(
+            (shop.clone(), "target_group".to_owned()),
+            ResourceType::TargetGroup,
+        );
+        expected.insert(
+            (shop.clone(), "listener".to_owned()),
+            ResourceType::Listener,
+        );
+    }
+    let unwanted: Vec<_> = owned
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .collect();
+    assert!(
+        unwanted.is_empty(),
+        "{context}: owned but unwanted: {unwanted:?}"
+    );
+    for (key, kind) in &expected {
+        let found = owned.get(key).map(Vec::as_slice).unwrap_or_default();
+        let kinds: Vec<ResourceType> = found.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, vec![*kind], "{context}: {key:?} owns {found:?}");
+    }
+}
+
+/// Each shop's listener sits on its NLB and port and forwards to its target group, which has
+/// the group's running instances as targets on that port.
+pub(crate) async fn assert_wired(running: &Running, client: &mut ShopClient, shops: &[String]) {
+    let aws = &running.aws;
+    let mut listeners = BTreeMap::new();
+    for shop in shops {
+        let placement = placement_of(client, shop).await;
+        if !listeners.contains_key(&placement.nlb_arn) {
+            let found = aws.describe_listeners(&placement.nlb_arn).await;
+            listeners.insert(placement.nlb_arn.clone(), found.expect("nlb"));
+        }
+        let target_group = owned(aws, shop, ResourceType::TargetGroup).await;
+        let listener = owned(aws, shop, ResourceType::Listener).await;
+        let on_nlb = listeners[&placement.nlb_arn]
+            .iter()
+            .find(|l| l.arn == listener);
+        let on_nlb = on_nlb.unwrap_or_else(|| panic!("{shop}: listener not on its NLB"));
+        assert_eq!(on_nlb.port, placement.port, "{shop}");
+        assert_eq!(
+            on_nlb.target_group_arn.as_ref(),
+            Some(&target_group),
+            "{shop}"
+        );
+
+        let instances = aws.running_instances(&placement.instance_group).await;
+        let wanted: BTreeSet<Target> = instances
+            .expect("group")
+            .into_iter()
+            .map(|i| Target {
+                id: i.id,
+                port: placement.port,
+            })
+            .collect();
+        let health = aws.describe_target_health(&target_group).await;
+        let registered: BTreeSet<Target> = health
+            .expect("target group")
+            .into_iter()
+            .map(|h| h.target)
+            .collect();
+        assert_eq!(registered, wanted, "{shop}");
+    }
+}
+
+/// The `.conf` and other files left in the nginx directory, sorted.
+pub(crate) fn nginx_files(dir: &std::path::Path) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).expect("nginx dir");
+    let mut names: Vec<String> = entries
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every build of the region's project, by source version.
+pub(crate) async fn builds_by_version(aws: &SimulatedAws) -> BTreeMap<String, usize> {
+    let mut ids = Vec::new();
+    let mut token = None;
+    loop {
+        let page = aws
+            .list_build_ids(PROJECT, token)
+            .await
+            .expect("list builds");
+        ids.extend(page.items);
+        match page.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let mut by_version = BTreeMap::new();
+    for batch in ids.chunks(100) {
+        for build in aws.batch_get_builds(batch).await.expect("get builds") {
+            *by_version.entry(build.source_version).or_default() += 1;
+        }
+    }
+    by_version
+}
+
+/// Every deployment of a CodeDeploy group, oldest first.
+pub(crate) async fn deployments_of(aws: &SimulatedAws, group: &str) -> Vec<Deployment> {
+    let mut ids = Vec::new();
+    let mut token = None;
+    loop {
+        let page = aws
+            .list_deployment_ids(APPLICATION, group, &[], token)
+            .await;
+        let page = page.expect("list deployments");
+        ids.extend(page.items);
+        match page.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let mut deployments = Vec::new();
+    for id in ids {
+        deployments.push(aws.get_deployment(&id).await.expect("deployment"));
+    }
+    deployments.sort_by_key(|d| d.created_at);
+    deployments
+}
+
+pub(crate) async fn latest_deployment(aws: &SimulatedAws, group: &str) -> Deployment {
+    let deployments = deployments_of(aws, group).await;
+    deployments.last().cloned().expect("a deployment")
+}
+
+/// The deployment whose id a status message names.
+pub(crate) async fn deployment_named_in(aws: &SimulatedAws, message: &str) -> Deployment {
+    let id = message.split_whitespace().find(|w| w.starts_with("d-"));
+    let id = id.unwrap_or_else(|| panic!("no deployment id in {message:?}"));
+    aws.get_deployment(id).await.expect("deployment")
+}
+
+/// Where the controller puts the artifact of a shop's source version.
+pub(crate) fn artifact_key(shop: &str, version: &str) -> String {
+    format!("artifacts/{shop}/{version}.zip")
+}
+
+/// Whether GetShop no longer finds the shop (its teardown finished).
+pub(crate) async fn is_gone(client: &mut ShopClient, shop: &str) -> bool {
+    match get_shop(client, shop).await {
+        Err(status) if status.code() == Code::NotFound => true,
+        Err(status) => panic!("get {shop}: {status}"),
+        Ok(_) => false,
+    }
+}
+
+/// Deletes a shop through the API and waits until GetShop no longer finds it.
+pub(crate) async fn delete_and_wait(client: &mut ShopClient, shop: &str) {
+    let request = DeleteShopRequest {
+        shop_domain: shop.to_owned(),
+    };
+    client.delete_shop(request).await.expect("delete");
+    let what = format!("{shop} to be removed");
+    eventually(&what, LONG_WAIT, async || is_gone(client, shop).await).await;
+}
