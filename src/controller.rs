@@ -95,6 +95,13 @@ impl LeaseConfig {
     }
 }
 
+/// What claiming a shop gave this replica.
+enum Claimed {
+    Mine(Lease),
+    /// Another replica's claim runs this much longer.
+    HeldFor(Duration),
+}
+
 /// A claim this replica holds, and when to renew it.
 struct HeldLease {
     lease: Lease,
@@ -297,13 +304,13 @@ impl Controller {
     }
 
     /// Claims the shop for this replica, or says how long another replica's claim runs.
-    async fn claim(&self, shop: &str) -> Result<Result<Lease, Duration>, StoreError> {
+    async fn claim(&self, shop: &str) -> Result<Claimed, StoreError> {
         let now = tokio::time::Instant::now();
         if let Ok(leases) = self.leases.lock()
             && let Some(held) = leases.get(shop)
             && now < held.renew_at
         {
-            return Ok(Ok(held.lease.clone()));
+            return Ok(Claimed::Mine(held.lease.clone()));
         }
         let lease_config = &self.config.lease;
         let claim = self
@@ -320,7 +327,7 @@ impl Controller {
                         renew_at: now + lease_config.ttl / 2,
                     },
                 );
-                Ok(Ok(lease))
+                Ok(Claimed::Mine(lease))
             }
             Claim::Held {
                 holder,
@@ -333,7 +340,7 @@ impl Controller {
                     remaining_ms,
                     "shop is held by another replica"
                 );
-                Ok(Err(Duration::from_millis(
+                Ok(Claimed::HeldFor(Duration::from_millis(
                     u64::try_from(remaining_ms).unwrap_or(0),
                 )))
             }
@@ -417,9 +424,9 @@ impl Controller {
             return self.paused(&view, key.kind, pause).await;
         }
         let lease = match self.claim(&key.shop).await {
-            Ok(Ok(lease)) => lease,
+            Ok(Claimed::Mine(lease)) => lease,
             // Looked at again when that claim would lapse (its holder may have died).
-            Ok(Err(remaining)) => return Outcome::Requeue(remaining + LEASE_SLACK),
+            Ok(Claimed::HeldFor(remaining)) => return Outcome::Requeue(remaining + LEASE_SLACK),
             Err(error) => {
                 tracing::warn!(shop = %key.shop, %error, "could not claim shop");
                 return Outcome::Retry("store");
@@ -930,9 +937,7 @@ impl Controller {
                     return Err(Blocked {
                         reason: "WaitingForDeployment",
                         message: format!("deployment {id} is still {:?}", deployment.status),
-                        outcome: Outcome::Requeue(
-                            Duration::from_secs(10).min(self.config.loops.resync),
-                        ),
+                        outcome: Outcome::Requeue(self.deploy_poll()),
                     });
                 }
                 Err(error) if !error.is_not_found() => return Err(error.into()),
@@ -940,14 +945,7 @@ impl Controller {
             }
         }
         if let Some(placed) = &view.placement {
-            let instances: Vec<String> = self
-                .cloud
-                .fleet(region)
-                .running_instances(&placed.instance_group)
-                .await?
-                .into_iter()
-                .map(|instance| instance.id)
-                .collect();
+            let instances = self.instance_ids(region, &placed.instance_group).await?;
             if !instances.is_empty() {
                 let command = reconcilers::shell::RestartCommand::new(
                     &view.record.spec.shop_domain,

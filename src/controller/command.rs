@@ -9,6 +9,19 @@ use reconcilers::cloud::{CommandRequest, CommandTarget, InvocationStatus, RunCom
 use super::Blocked;
 use crate::runtime::Outcome;
 
+impl super::Controller {
+    /// The ids of the running instances named `name` in `region`, read now (not from the
+    /// shared listings): a command goes to the instances as they are.
+    pub(super) async fn instance_ids(
+        &self,
+        region: &str,
+        name: &str,
+    ) -> Result<Vec<String>, reconcilers::cloud::CloudError> {
+        let instances = self.cloud.fleet(region).running_instances(name).await?;
+        Ok(instances.into_iter().map(|instance| instance.id).collect())
+    }
+}
+
 /// How often a command's invocations are looked at while it runs.
 const POLL: Duration = Duration::from_millis(250);
 

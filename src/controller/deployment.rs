@@ -289,14 +289,7 @@ impl Controller {
         group: &str,
         port: u16,
     ) -> Result<(), Blocked> {
-        let instances: Vec<String> = self
-            .cloud
-            .fleet(region.region.as_str())
-            .running_instances(group)
-            .await?
-            .into_iter()
-            .map(|instance| instance.id)
-            .collect();
+        let instances = self.instance_ids(region.region.as_str(), group).await?;
         if instances.is_empty() {
             return Err(Blocked::waiting(
                 "NoInstances",
@@ -334,7 +327,7 @@ impl Controller {
     }
 
     /// Shops waiting for their group poll it: a group runs one deployment at a time.
-    fn deploy_poll(&self) -> Duration {
+    pub(super) fn deploy_poll(&self) -> Duration {
         DEPLOY_POLL.min(self.config.loops.resync)
     }
 

@@ -162,13 +162,9 @@ impl Controller {
 
     /// Reloads every proxy of the region, one first; returns how many reloaded.
     async fn reload_proxies(&self, region: &RegionConfig) -> Result<usize, Blocked> {
-        let fleet = self.cloud.fleet(region.region.as_str());
-        let proxies: Vec<String> = fleet
-            .running_instances(&region.proxy_name_tag)
-            .await?
-            .into_iter()
-            .map(|instance| instance.id)
-            .collect();
+        let proxies = self
+            .instance_ids(region.region.as_str(), &region.proxy_name_tag)
+            .await?;
         let Some((first, rest)) = proxies.split_first() else {
             return Err(Blocked::waiting(
                 "NoProxies",
