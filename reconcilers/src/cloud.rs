@@ -6,18 +6,22 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+mod acme;
 mod builds;
 mod certificates;
 mod deployments;
+mod domains;
 mod fleet;
 pub mod limits;
 mod load_balancing;
 mod run_command;
 mod storage;
 
+pub use acme::{Acme, AcmeOrder, Http01Challenge, IssuedCertificate, OrderStatus};
 pub use builds::{Build, BuildRequest, BuildStatus, Builds};
 pub use certificates::{CertificateMaterial, CertificateSummary, Certificates};
 pub use deployments::{Deployment, DeploymentRequest, DeploymentStatus, Deployments, Revision};
+pub use domains::{CaaRecord, DnsAnswers, Domains, FetchError};
 pub use fleet::{Fleet, Instance};
 pub use load_balancing::{
     HealthCheck, KnownTags, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Target,
