@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use reconcilers::certificate::{Budget, BudgetExhausted, BudgetLimit, CertificateRecord};
 use reconcilers::config::{InstanceGroup, RegionConfig};
 use reconcilers::placement::Placed;
 use reconcilers::spec::{ShopRecord, ShopSpec};
@@ -298,6 +299,37 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         limit: u32,
     ) -> Result<Vec<Intent>>;
+
+    /// The certificate row of a custom domain.
+    async fn certificate(&self, domain: &str) -> Result<Option<CertificateRecord>>;
+    /// Every certificate row of a shop: its current custom domain's and any earlier one's
+    /// still being torn down.
+    async fn shop_certificates(&self, shop_domain: &str) -> Result<Vec<CertificateRecord>>;
+    /// Every certificate row (for the expiry metrics), in domain order.
+    async fn list_certificates(&self) -> Result<Vec<CertificateRecord>>;
+    /// Writes a certificate row (insert or replace by domain).
+    async fn put_certificate(&self, record: &CertificateRecord) -> Result<()>;
+    async fn delete_certificate(&self, domain: &str) -> Result<bool>;
+
+    /// Takes one event of a CA rate-limit budget if the window has room for it, atomically
+    /// across replicas; otherwise says when the oldest counted event leaves the window.
+    async fn take_budget(
+        &self,
+        budget: Budget,
+        subject: &str,
+        limit: BudgetLimit,
+        now: i64,
+    ) -> Result<Result<(), BudgetExhausted>>;
+    /// Whether the window has room for one more event, without taking it (failed validations
+    /// and duplicate certificates are counted after the fact, by [`Store::record_budget_event`]).
+    async fn check_budget(
+        &self,
+        budget: Budget,
+        subject: &str,
+        limit: BudgetLimit,
+        now: i64,
+    ) -> Result<Result<(), BudgetExhausted>>;
+    async fn record_budget_event(&self, budget: Budget, subject: &str, now: i64) -> Result<()>;
 
     /// Changes of every shop as they are committed (on PostgreSQL, by any replica).
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -5,6 +5,9 @@
 //! `sqlite.rs` and `postgres.rs`.
 
 use reconcilers::Hostname;
+use reconcilers::certificate::{
+    Budget, BudgetExhausted, BudgetLimit, CertificateRecord, CertificateState,
+};
 use reconcilers::config::{InstanceGroup, RegionConfig};
 use reconcilers::spec::{BucketName, RegionName, ShopRecord, ShopSpec, SourceVersion};
 use reconcilers::status::ResourceStatus;
@@ -194,6 +197,67 @@ pub(super) fn status_from_parts(
     })
 }
 
+/// Certificate columns, in the order [`CertificateRow`] holds them.
+pub(super) const CERTIFICATE_COLUMNS: &str = "domain, shop_domain, state, order_url, acm_arn, \
+    listener_arn, not_before, not_after, failures, last_error, next_attempt_at, updated_at";
+
+/// The raw columns of a `shop_certificates` row.
+pub(super) struct CertificateRow {
+    pub(super) domain: String,
+    pub(super) shop: String,
+    pub(super) state: String,
+    pub(super) order_url: Option<String>,
+    pub(super) acm_arn: Option<String>,
+    pub(super) listener_arn: Option<String>,
+    pub(super) not_before: Option<i64>,
+    pub(super) not_after: Option<i64>,
+    pub(super) failures: i32,
+    pub(super) last_error: Option<String>,
+    pub(super) next_attempt_at: Option<i64>,
+    pub(super) updated_at: i64,
+}
+
+impl CertificateRow {
+    pub(super) fn into_record(self) -> Result<CertificateRecord> {
+        Ok(CertificateRecord {
+            domain: Hostname::parse(&self.domain).map_err(|e| corrupt("certificate", e))?,
+            shop: self.shop,
+            state: CertificateState::parse(&self.state)
+                .ok_or_else(|| corrupt("certificate", format!("unknown state {:?}", self.state)))?,
+            order_url: self.order_url,
+            acm_arn: self.acm_arn,
+            listener_arn: self.listener_arn,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            failures: u32::try_from(self.failures).unwrap_or(0),
+            last_error: self.last_error,
+            next_attempt_at: self.next_attempt_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Turns a budget's count in its window into a verdict.
+pub(super) fn budget_verdict(
+    budget: Budget,
+    limit: BudgetLimit,
+    used: i64,
+    oldest: Option<i64>,
+) -> std::result::Result<(), BudgetExhausted> {
+    let used = u32::try_from(used).unwrap_or(u32::MAX);
+    if used < limit.limit {
+        return Ok(());
+    }
+    let window = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
+    Err(BudgetExhausted {
+        budget,
+        used,
+        limit: limit.limit,
+        limit_window: limit.window,
+        free_at: oldest.unwrap_or(0).saturating_add(window),
+    })
+}
+
 /// Maps a database error of a write, turning constraint violations into conflicts the caller
 /// can act on.
 pub(super) fn write_error(
@@ -220,6 +284,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         mod shared {
             use async_trait::async_trait;
+            use reconcilers::certificate::{Budget, BudgetExhausted, BudgetLimit, CertificateRecord};
             use reconcilers::config::{InstanceGroup, RegionConfig};
             use reconcilers::placement::Placed;
             use reconcilers::spec::{ShopRecord, ShopSpec};
@@ -238,6 +303,57 @@ macro_rules! impl_store {
             const NOW: &str = <$store>::DB_NOW_MILLIS;
             /// Locks the selected row, or skips it while another transaction holds it.
             const SKIP_LOCKED: &str = <$store>::LOCK_OR_SKIP;
+            /// Starts a transaction that writers of one budget pass through one at a time.
+            const BEGIN_SERIALIZED: &str = <$store>::BEGIN_SERIALIZED;
+            /// Serializes a transaction on a key (`$1`), where the backend needs more than
+            /// [`BEGIN_SERIALIZED`].
+            const KEY_LOCK: Option<&str> = <$store>::KEY_LOCK;
+
+            fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord> {
+                let get = |e| StoreError::Database { operation: "decode certificate", source: e };
+                CertificateRow {
+                    domain: row.try_get(0).map_err(get)?,
+                    shop: row.try_get(1).map_err(get)?,
+                    state: row.try_get(2).map_err(get)?,
+                    order_url: row.try_get(3).map_err(get)?,
+                    acm_arn: row.try_get(4).map_err(get)?,
+                    listener_arn: row.try_get(5).map_err(get)?,
+                    not_before: row.try_get(6).map_err(get)?,
+                    not_after: row.try_get(7).map_err(get)?,
+                    failures: row.try_get(8).map_err(get)?,
+                    last_error: row.try_get(9).map_err(get)?,
+                    next_attempt_at: row.try_get(10).map_err(get)?,
+                    updated_at: row.try_get(11).map_err(get)?,
+                }
+                .into_record()
+            }
+
+            /// The events of a budget inside its window: how many, and the oldest.
+            async fn budget_used<'e, E>(
+                executor: E,
+                budget: Budget,
+                subject: &str,
+                limit: BudgetLimit,
+                now: i64,
+            ) -> Result<(i64, Option<i64>)>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let since = now.saturating_sub(i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX));
+                let row = sqlx::query(
+                    "SELECT COUNT(*), MIN(at) FROM acme_budget_events \
+                     WHERE budget = $1 AND subject = $2 AND at > $3",
+                )
+                .bind(budget.as_str())
+                .bind(subject)
+                .bind(since)
+                .fetch_one(executor)
+                .await
+                .map_err(db("count budget"))?;
+                let used: i64 = row.try_get(0).map_err(db("decode budget"))?;
+                let oldest: Option<i64> = row.try_get(1).map_err(db("decode budget"))?;
+                Ok((used, oldest))
+            }
             const INTENT_COLUMNS: &str =
                 "shop_domain, kind, scope, desired, external_id, created_at, updated_at";
 
@@ -1229,6 +1345,144 @@ macro_rules! impl_store {
                         .await
                         .map_err(db("list intents"))?;
                     rows.iter().map(intent_from_row).collect()
+                }
+
+                async fn certificate(&self, domain: &str) -> Result<Option<CertificateRecord>> {
+                    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM shop_certificates WHERE domain = $1");
+                    let row = sqlx::query(&sql)
+                        .bind(domain)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("select certificate"))?;
+                    row.as_ref().map(certificate_from_row).transpose()
+                }
+
+                async fn shop_certificates(&self, shop_domain: &str) -> Result<Vec<CertificateRecord>> {
+                    let sql = format!(
+                        "SELECT {CERTIFICATE_COLUMNS} FROM shop_certificates WHERE shop_domain = $1 \
+                         ORDER BY domain"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("select shop certificates"))?;
+                    rows.iter().map(certificate_from_row).collect()
+                }
+
+                async fn list_certificates(&self) -> Result<Vec<CertificateRecord>> {
+                    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM shop_certificates ORDER BY domain");
+                    let rows = sqlx::query(&sql)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list certificates"))?;
+                    rows.iter().map(certificate_from_row).collect()
+                }
+
+                async fn put_certificate(&self, record: &CertificateRecord) -> Result<()> {
+                    let sql = format!(
+                        "INSERT INTO shop_certificates ({CERTIFICATE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         ON CONFLICT (domain) DO UPDATE SET shop_domain = excluded.shop_domain, \
+                         state = excluded.state, order_url = excluded.order_url, \
+                         acm_arn = excluded.acm_arn, listener_arn = excluded.listener_arn, \
+                         not_before = excluded.not_before, not_after = excluded.not_after, \
+                         failures = excluded.failures, last_error = excluded.last_error, \
+                         next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at"
+                    );
+                    sqlx::query(&sql)
+                        .bind(record.domain.as_str())
+                        .bind(&record.shop)
+                        .bind(record.state.as_str())
+                        .bind(record.order_url.as_deref())
+                        .bind(record.acm_arn.as_deref())
+                        .bind(record.listener_arn.as_deref())
+                        .bind(record.not_before)
+                        .bind(record.not_after)
+                        .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
+                        .bind(record.last_error.as_deref())
+                        .bind(record.next_attempt_at)
+                        .bind(record.updated_at)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("write certificate"))?;
+                    Ok(())
+                }
+
+                async fn delete_certificate(&self, domain: &str) -> Result<bool> {
+                    let result = sqlx::query("DELETE FROM shop_certificates WHERE domain = $1")
+                        .bind(domain)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete certificate"))?;
+                    Ok(result.rows_affected() > 0)
+                }
+
+                async fn take_budget(
+                    &self,
+                    budget: Budget,
+                    subject: &str,
+                    limit: BudgetLimit,
+                    now: i64,
+                ) -> Result<std::result::Result<(), BudgetExhausted>> {
+                    let mut tx = self
+                        .pool
+                        .begin_with(BEGIN_SERIALIZED)
+                        .await
+                        .map_err(db("begin budget"))?;
+                    if let Some(lock) = KEY_LOCK {
+                        sqlx::query(lock)
+                            .bind(format!("acme-budget/{}/{subject}", budget.as_str()))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("lock budget"))?;
+                    }
+                    let (used, oldest) = budget_used(&mut *tx, budget, subject, limit, now).await?;
+                    let verdict = budget_verdict(budget, limit, used, oldest);
+                    if verdict.is_ok() {
+                        let window = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
+                        // Events that left the window count for nothing any more.
+                        sqlx::query(
+                            "DELETE FROM acme_budget_events WHERE budget = $1 AND subject = $2 AND at <= $3",
+                        )
+                        .bind(budget.as_str())
+                        .bind(subject)
+                        .bind(now.saturating_sub(window))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("purge budget"))?;
+                        sqlx::query("INSERT INTO acme_budget_events (budget, subject, at) VALUES ($1, $2, $3)")
+                            .bind(budget.as_str())
+                            .bind(subject)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("take budget"))?;
+                    }
+                    tx.commit().await.map_err(db("commit budget"))?;
+                    Ok(verdict)
+                }
+
+                async fn check_budget(
+                    &self,
+                    budget: Budget,
+                    subject: &str,
+                    limit: BudgetLimit,
+                    now: i64,
+                ) -> Result<std::result::Result<(), BudgetExhausted>> {
+                    let (used, oldest) = budget_used(&self.pool, budget, subject, limit, now).await?;
+                    Ok(budget_verdict(budget, limit, used, oldest))
+                }
+
+                async fn record_budget_event(&self, budget: Budget, subject: &str, now: i64) -> Result<()> {
+                    sqlx::query("INSERT INTO acme_budget_events (budget, subject, at) VALUES ($1, $2, $3)")
+                        .bind(budget.as_str())
+                        .bind(subject)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("record budget event"))?;
+                    Ok(())
                 }
 
                 fn subscribe(&self) -> broadcast::Receiver<Change> {
