@@ -5,6 +5,7 @@
 
 pub mod cloud;
 pub mod config;
+pub mod domain_check;
 pub mod hostname;
 pub mod listener;
 pub mod names;
