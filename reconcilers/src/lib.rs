@@ -6,6 +6,7 @@
 pub mod certificate;
 pub mod cloud;
 pub mod config;
+pub mod domain_check;
 pub mod hostname;
 pub mod listener;
 pub mod names;
