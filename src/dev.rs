@@ -24,6 +24,23 @@ pub const DEV_ARTIFACT_BUCKET: &str = "shop-artifacts";
 pub const DEV_SAMPLE_SHOPS: [&str; 2] = ["example.es-hs.com", "demo.es-hs.com"];
 const DEV_ACCOUNT: &str = "123456789012";
 
+/// The simulated world's view of the HTTP-01 responder: the tokens in the store, answered as
+/// any replica's responder answers them.
+pub struct StoreChallenges(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl reconcilers::sim::ChallengeSource for StoreChallenges {
+    async fn answer(&self, token: &str) -> Option<String> {
+        match self.0.challenge_response(token, now_millis()).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(%error, "could not read a challenge token");
+                None
+            }
+        }
+    }
+}
+
 /// A sample shop source: the `scripts/` hooks CodeDeploy runs, and the app itself.
 pub fn sample_shop_zip() -> Vec<u8> {
     build_stored_zip(&[

@@ -203,6 +203,27 @@ pub struct Intent {
     pub updated_at: i64,
 }
 
+/// An HTTP-01 challenge in flight: what the responder of any replica answers for its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AcmeChallenge {
+    /// The last path segment of `/.well-known/acme-challenge/<token>`.
+    pub token: String,
+    pub domain: String,
+    pub key_authorization: String,
+    /// Milliseconds since the epoch; an expired challenge is no longer answered.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for AcmeChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeChallenge")
+            .field("token", &self.token)
+            .field("domain", &self.domain)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The store interface. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -330,6 +351,22 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Result<(), BudgetExhausted>>;
     async fn record_budget_event(&self, budget: Budget, subject: &str, now: i64) -> Result<()>;
+    /// The sealed ACME account credentials of a CA directory, when an account was stored.
+    async fn acme_account(&self, directory_url: &str) -> Result<Option<String>>;
+    /// Stores sealed account credentials unless the directory already has an account, and
+    /// returns the stored ones: ours, or those of the replica that stored first (two replicas
+    /// starting together end up on one account).
+    async fn put_acme_account(&self, directory_url: &str, sealed: &str, now: i64)
+    -> Result<String>;
+
+    /// Records (or replaces) the answer to a challenge token.
+    async fn put_challenge(&self, challenge: &AcmeChallenge) -> Result<()>;
+    /// The key authorization of an unexpired challenge token.
+    async fn challenge_response(&self, token: &str, now: i64) -> Result<Option<String>>;
+    /// Forgets every challenge of a domain (its order ended); returns how many.
+    async fn remove_challenges(&self, domain: &str) -> Result<u64>;
+    /// Forgets challenges that expired before `now`; returns how many.
+    async fn purge_expired_challenges(&self, now: i64) -> Result<u64>;
 
     /// Changes of every shop as they are committed (on PostgreSQL, by any replica).
     fn subscribe(&self) -> broadcast::Receiver<Change>;

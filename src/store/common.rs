@@ -294,8 +294,8 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement, Result, ShopCounts,
-                ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
+                AcmeChallenge, Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement,
+                Result, ShopCounts, ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
             };
             use reconcilers::status::ResourceKind;
 
@@ -1483,6 +1483,93 @@ macro_rules! impl_store {
                         .await
                         .map_err(db("record budget event"))?;
                     Ok(())
+                }
+
+                async fn acme_account(&self, directory_url: &str) -> Result<Option<String>> {
+                    sqlx::query_scalar(
+                        "SELECT credentials FROM acme_accounts WHERE directory_url = $1",
+                    )
+                    .bind(directory_url)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("select acme account"))
+                }
+
+                async fn put_acme_account(
+                    &self,
+                    directory_url: &str,
+                    sealed: &str,
+                    now: i64,
+                ) -> Result<String> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin acme account"))?;
+                    // A concurrent insert of the same directory waits for the first to commit
+                    // and then does nothing, so both read the first one's account.
+                    sqlx::query(
+                        "INSERT INTO acme_accounts (directory_url, credentials, created_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (directory_url) DO NOTHING",
+                    )
+                    .bind(directory_url)
+                    .bind(sealed)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("insert acme account"))?;
+                    let stored: String = sqlx::query_scalar(
+                        "SELECT credentials FROM acme_accounts WHERE directory_url = $1",
+                    )
+                    .bind(directory_url)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("select acme account"))?;
+                    tx.commit().await.map_err(db("commit acme account"))?;
+                    Ok(stored)
+                }
+
+                async fn put_challenge(&self, challenge: &AcmeChallenge) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO acme_challenges (token, domain, key_authorization, expires_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
+                         domain = excluded.domain, key_authorization = excluded.key_authorization, \
+                         expires_at = excluded.expires_at",
+                    )
+                    .bind(&challenge.token)
+                    .bind(&challenge.domain)
+                    .bind(&challenge.key_authorization)
+                    .bind(challenge.expires_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("put acme challenge"))?;
+                    Ok(())
+                }
+
+                async fn challenge_response(&self, token: &str, now: i64) -> Result<Option<String>> {
+                    sqlx::query_scalar(
+                        "SELECT key_authorization FROM acme_challenges \
+                         WHERE token = $1 AND expires_at > $2",
+                    )
+                    .bind(token)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("select acme challenge"))
+                }
+
+                async fn remove_challenges(&self, domain: &str) -> Result<u64> {
+                    let result = sqlx::query("DELETE FROM acme_challenges WHERE domain = $1")
+                        .bind(domain)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete acme challenges"))?;
+                    Ok(result.rows_affected())
+                }
+
+                async fn purge_expired_challenges(&self, now: i64) -> Result<u64> {
+                    let result = sqlx::query("DELETE FROM acme_challenges WHERE expires_at <= $1")
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("purge acme challenges"))?;
+                    Ok(result.rows_affected())
                 }
 
                 fn subscribe(&self) -> broadcast::Receiver<Change> {

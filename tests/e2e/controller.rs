@@ -6,7 +6,7 @@ use std::time::Duration;
 use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_INSTALLATION, TAG_SHOP};
 use reconcilers::sim::ResourceType;
 use reconcilers::status::{ResourceKind, ResourceStatus, SyncState};
-use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
 use shop_controller::grpc::proto::{
     ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, RestartShopRequest,
 };
@@ -87,6 +87,15 @@ pub(crate) async fn start() -> Running {
 
 /// Like [`start`], with this simulated account and controller configuration.
 pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Running {
+    start_with_certificates(sim, config, |_| None).await
+}
+
+/// Like [`start_with`], with the certificate settings `certificates` makes over the store.
+pub(crate) async fn start_with_certificates(
+    sim: SimConfig,
+    config: ControllerConfig,
+    certificates: impl FnOnce(Arc<dyn Store>) -> Option<CertificateSettings>,
+) -> Running {
     let store = sqlite_store().await;
     let aws = Arc::new(SimulatedAws::with_config(sim));
     let nginx_dir = store.dir.path().join("nginx");
@@ -105,7 +114,11 @@ pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Runn
         shop_controller::server::services(store.store.clone(), cloud.clone(), Auth::Disabled);
     services.planner = Some(planner);
     let server = TestServer::serve(services).await;
-    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let mut controller = Controller::new(store.store.clone(), cloud, config);
+    if let Some(settings) = certificates(store.store.clone()) {
+        controller = controller.with_certificates(settings);
+    }
+    let controller = Arc::new(controller);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let loops = tokio::spawn(controller.clone().run(async move {
         let _ = stopped.await;

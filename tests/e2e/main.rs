@@ -10,6 +10,7 @@ mod adapter_errors;
 mod admin;
 mod api;
 mod auth;
+mod certificates;
 mod challtestsrv;
 mod contract;
 mod controller;
