@@ -5,7 +5,7 @@
 //! shopctl deploy example.es-hs.com --region eu-west-1 --source-bucket shop-sources
 //! ```
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -69,23 +69,29 @@ pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
 /// static IPs leading to us.
 pub fn dev_domains() -> SimDomains {
     let region_ips = dev_region_config().global_accelerator_ips;
-    let domains = SimDomains::new(region_ips, Arc::new(NoPendingChallenges));
-    let ours = [
-        Ipv4Addr::new(192, 0, 2, 10),
-        Ipv4Addr::new(198, 51, 100, 10),
-    ];
+    let ours: Vec<Ipv4Addr> = region_ips
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let cloudflare = Ipv4Addr::new(104, 16, 0, 1);
+    // Cloudflare's proxy forwards to our static IPs, so its address leads to us too.
+    let served = region_ips.into_iter().chain([cloudflare.into()]).collect();
+    let domains = SimDomains::new(served, Arc::new(NoPendingChallenges));
     let samples = [
         DnsAnswers {
-            a: ours.to_vec(),
+            a: ours.clone(),
             ..DnsAnswers::default()
         },
         DnsAnswers {
-            a: ours.to_vec(),
+            a: ours,
             aaaa: vec![Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)],
             ..DnsAnswers::default()
         },
         DnsAnswers {
-            a: vec![Ipv4Addr::new(104, 16, 0, 1)],
+            a: vec![cloudflare],
             ..DnsAnswers::default()
         },
     ];

@@ -144,7 +144,7 @@ impl Domains for DnsDomains {
                 RData::AAAA(aaaa) => answers.aaaa.push(aaaa.0),
                 // Both lookups meet the same chain; keep it once, in order.
                 RData::CNAME(cname) => {
-                    let cname = cname.0.to_string();
+                    let cname = cname.0.to_string().trim_end_matches('.').to_owned();
                     if !answers.cnames.contains(&cname) {
                         answers.cnames.push(cname);
                     }
