@@ -104,6 +104,8 @@ pub struct ServeArgs {
     pub reconcile: ReconcileArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub domains: DomainsConfig,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "SHOP_CONTROLLER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -156,6 +158,30 @@ pub struct MetricsArgs {
     /// off when unset.
     #[arg(long, env = "SHOP_CONTROLLER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// How custom domains are looked up and probed (`CheckDomain`, the HTTP-01 self-check).
+#[derive(Clone, Debug, Args)]
+pub struct DomainsConfig {
+    /// DNS server (`ip:port`, UDP and TCP) for domain checks, instead of /etc/resolv.conf.
+    #[arg(long, env = "SHOP_CONTROLLER_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+    /// Port the HTTP-01 self-check connects to on a domain's addresses; the CA uses 80.
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_HTTP01_PORT", default_value_t = 80)]
+    pub acme_http01_port: u16,
+    /// Time limit of one DNS query and of one challenge fetch from one address.
+    #[arg(long, env = "SHOP_CONTROLLER_DOMAIN_CHECK_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub domain_check_timeout: Duration,
+}
+
+impl Default for DomainsConfig {
+    fn default() -> Self {
+        Self {
+            dns_server: None,
+            acme_http01_port: 80,
+            domain_check_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -5,13 +5,14 @@
 //! shopctl deploy example.es-hs.com --region eu-west-1 --source-bucket shop-sources
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
 
 use reconcilers::Hostname;
+use reconcilers::cloud::DnsAnswers;
 use reconcilers::config::{InstanceGroup, RegionConfig};
-use reconcilers::sim::{LoadBalancerKind, SimulatedAws};
+use reconcilers::sim::{ChallengeSource, LoadBalancerKind, SimDomains, SimulatedAws};
 use reconcilers::source::build_stored_zip;
 use reconcilers::spec::{BucketName, RegionName};
 
@@ -23,6 +24,13 @@ pub const DEV_SOURCE_BUCKET: &str = "shop-sources";
 pub const DEV_ARTIFACT_BUCKET: &str = "shop-artifacts";
 pub const DEV_SAMPLE_SHOPS: [&str; 2] = ["example.es-hs.com", "demo.es-hs.com"];
 const DEV_ACCOUNT: &str = "123456789012";
+/// Custom domains the dev controller's simulated DNS knows, for `shopctl domain check`: one
+/// pointing at the dev region, one with a stray AAAA record, one behind Cloudflare.
+pub const DEV_SAMPLE_DOMAINS: [&str; 3] = [
+    "shop.example.com",
+    "stray-aaaa.example.com",
+    "proxied.example.com",
+];
 
 /// The simulated world's view of the HTTP-01 responder: the tokens in the store, answered as
 /// any replica's responder answers them.
@@ -71,6 +79,55 @@ pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
         ],
         allowed_parent_domains: vec![Hostname::parse(DEV_PARENT_DOMAIN).expect(valid)],
         updated_at: 0,
+    }
+}
+
+/// The simulated DNS of the dev controller: [`DEV_SAMPLE_DOMAINS`], with the dev region's
+/// static IPs leading to us.
+pub fn dev_domains() -> SimDomains {
+    let region_ips = dev_region_config().global_accelerator_ips;
+    let ours: Vec<Ipv4Addr> = region_ips
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let cloudflare = Ipv4Addr::new(104, 16, 0, 1);
+    // Cloudflare's proxy forwards to our static IPs, so its address leads to us too.
+    let served = region_ips.into_iter().chain([cloudflare.into()]).collect();
+    let domains = SimDomains::new(served, Arc::new(NoPendingChallenges));
+    let samples = [
+        DnsAnswers {
+            a: ours.clone(),
+            ..DnsAnswers::default()
+        },
+        DnsAnswers {
+            a: ours,
+            aaaa: vec![Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)],
+            ..DnsAnswers::default()
+        },
+        DnsAnswers {
+            a: vec![cloudflare],
+            ..DnsAnswers::default()
+        },
+    ];
+    for (name, answers) in DEV_SAMPLE_DOMAINS.into_iter().zip(samples) {
+        let name = Hostname::parse(name).expect("constant is valid");
+        domains.set_records(&name, answers);
+    }
+    domains
+}
+
+/// The dev controller issues no certificates yet, so no challenge is ever pending; probes are
+/// answered by [`SimDomains`] itself.
+// TODO(#5): answer from the certificate kind's pending challenges once it runs in dev mode.
+struct NoPendingChallenges;
+
+#[async_trait::async_trait]
+impl ChallengeSource for NoPendingChallenges {
+    async fn answer(&self, _token: &str) -> Option<String> {
+        None
     }
 }
 

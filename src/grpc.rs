@@ -13,6 +13,7 @@ mod admin;
 pub mod auth;
 pub(crate) mod convert;
 mod dev;
+mod domain;
 mod shop;
 
 pub use auth::{Auth, Scope};
@@ -42,6 +43,9 @@ pub struct Services {
     /// Answers `PlanShop` with the reconcilers' own observe and diff; a server without one
     /// answers it as unavailable.
     pub planner: Option<Arc<crate::controller::Controller>>,
+    /// DNS lookups and HTTP-01 probes for `CheckDomain`; a server without one answers it as
+    /// unavailable.
+    pub domains: Option<Arc<dyn reconcilers::cloud::Domains>>,
 }
 
 /// Maps a write-path error to a status. Internal details go to the log, not to the caller.

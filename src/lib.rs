@@ -5,6 +5,7 @@ pub mod aws;
 pub mod config;
 pub mod controller;
 pub mod dev;
+pub mod domains;
 pub mod grpc;
 pub mod intent;
 pub mod metrics;

@@ -9,6 +9,7 @@ use reconcilers::sim::SimulatedAws;
 use shop_controller::aws::{AwsCloud, AwsOptions};
 use shop_controller::config::{Cli, Command, LogFormat, MetricsArgs};
 use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::domains::DnsDomains;
 use shop_controller::grpc::Auth;
 use shop_controller::{dev, metrics, server, store};
 use tokio::net::TcpListener;
@@ -43,8 +44,10 @@ async fn main() -> anyhow::Result<()> {
                 controller: controller.clone(),
             };
             start_metrics(&args.metrics, sources).await?;
+            let domains = DnsDomains::new(&args.domains).context("set up domain checks")?;
             let mut services = server::services(store, cloud, auth);
             services.planner = Some(planner);
+            services.domains = Some(Arc::new(domains));
             server::serve_and_reconcile(listener, services, tls, controller, args.shutdown_grace)
                 .await?;
         }
@@ -77,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
             let mut services = server::services(store, cloud.clone(), Auth::Disabled);
             services.dev_cloud = Some(cloud);
             services.planner = Some(controller.clone());
+            services.domains = Some(Arc::new(dev::dev_domains()));
             let grace = std::time::Duration::from_secs(5);
             server::serve_and_reconcile(listener, services, None, Some(controller), grace).await?;
         }

@@ -86,6 +86,7 @@ pub fn services(store: Arc<dyn Store>, cloud: Arc<dyn CloudProvider>, auth: Auth
         auth,
         dev_cloud: None,
         planner: None,
+        domains: None,
     }
 }
 

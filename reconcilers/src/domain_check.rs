@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::cloud::{DnsAnswers, FetchError};
+use crate::cloud::{DnsAnswers, Domains, FetchError};
 use crate::hostname::Hostname;
 
 mod caa;
@@ -145,6 +145,35 @@ pub fn diagnose(
         self_check_finding(&mut diagnosis, domain, result, region_ips);
     }
     diagnosis
+}
+
+/// Resolves `domain`, runs the HTTP-01 self-check with `probe_token` (which must start with
+/// [`PROBE_TOKEN_PREFIX`]) and judges both with [`diagnose`].
+pub async fn check(
+    domains: &dyn Domains,
+    domain: &Hostname,
+    region_ips: &[IpAddr],
+    ca_identity: &str,
+    probe_token: &str,
+) -> Diagnosis {
+    let resolved = domains.resolve(domain).await;
+    let self_check = match domains.fetch_challenge(domain, probe_token).await {
+        Ok(body) if body.trim() == PROBE_BODY => Ok(()),
+        Ok(body) => Err(FetchError::Other(format!(
+            "answered {:?} instead of the probe's body",
+            body.chars().take(64).collect::<String>()
+        ))),
+        Err(error) => Err(error),
+    };
+    let failure;
+    let answers = match &resolved {
+        Ok(answers) => Ok(answers),
+        Err(error) => {
+            failure = error.to_string();
+            Err(failure.as_str())
+        }
+    };
+    diagnose(domain, answers, region_ips, ca_identity, Some(&self_check))
 }
 
 fn is_cloudflare(answers: &DnsAnswers) -> bool {

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use reconcilers::Hostname;
 use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::domain_check::{Diagnosis, Severity};
 use reconcilers::spec::{BucketName, RegionName, ShopRecord};
 use reconcilers::status::{self, ConditionType, Health, ResourceKind, SyncState};
 use tonic::Status;
@@ -212,6 +213,33 @@ pub(crate) fn plan(plan: &Plan) -> proto::PlanShopResponse {
                 note: step.note.clone(),
             })
             .collect(),
+    }
+}
+
+pub(crate) fn check_domain(
+    domain: &Hostname,
+    region: &RegionConfig,
+    diagnosis: &Diagnosis,
+) -> proto::CheckDomainResponse {
+    let severity = |severity| match severity {
+        Severity::Ok => proto::FindingSeverity::Ok,
+        Severity::Warning => proto::FindingSeverity::Warning,
+        Severity::Error => proto::FindingSeverity::Error,
+    };
+    proto::CheckDomainResponse {
+        domain: domain.to_string(),
+        region: region.region.to_string(),
+        findings: diagnosis
+            .findings
+            .iter()
+            .map(|finding| proto::DomainFinding {
+                severity: severity(finding.severity).into(),
+                code: finding.code.to_owned(),
+                message: finding.message.clone(),
+                fix: finding.fix.clone(),
+            })
+            .collect(),
+        blocked: diagnosis.blocking().is_some(),
     }
 }
 

@@ -214,6 +214,15 @@ impl ShopService for ShopApi {
         Ok(Response::new(convert::plan(&plan)))
     }
 
+    async fn check_domain(
+        &self,
+        request: Request<CheckDomainRequest>,
+    ) -> Result<Response<CheckDomainResponse>, Status> {
+        require(&request, Scope::Read)?;
+        let response = super::domain::check_domain(&self.services, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
     type WatchShopsStream = WatchStream;
 
     async fn watch_shops(

@@ -75,10 +75,13 @@ impl ChallTestSrv {
             .await;
     }
 
-    /// Adds one CAA record (flags 0) to `host`, such as `issue` `letsencrypt.org`.
-    /// challtestsrv cannot set the critical flag.
-    pub async fn add_caa(&self, host: &str, tag: &str, value: &str) {
-        let policies = json!([{ "tag": tag, "value": value }]);
+    /// Sets the CAA records (flags 0) of `host` to `policies` of (tag, value), such as
+    /// (`issue`, `letsencrypt.org`). challtestsrv cannot set the critical flag.
+    pub async fn add_caa(&self, host: &str, policies: &[(&str, &str)]) {
+        let policies: Vec<Value> = policies
+            .iter()
+            .map(|(tag, value)| json!({ "tag": tag, "value": value }))
+            .collect();
         self.post("/add-caa", json!({ "host": host, "policies": policies }))
             .await;
     }
@@ -175,7 +178,7 @@ async fn mock_records_are_served_and_unknown_names_have_none() {
         .add_aaaa("shop.example.test", &["2001:db8::1".parse().expect("ip")])
         .await;
     server
-        .add_caa("example.test", "issue", "letsencrypt.org")
+        .add_caa("example.test", &[("issue", "letsencrypt.org")])
         .await;
     server
         .add_cname("www.example.test", "shop.example.test")

@@ -16,6 +16,7 @@ mod contract;
 mod controller;
 mod convergence;
 mod crash;
+mod domains;
 mod metrics;
 mod moto_controller;
 mod moto_s3;

@@ -196,4 +196,52 @@ mod tests {
         };
         assert_eq!(address, "[2001:db8::1]:80");
     }
+
+    #[tokio::test]
+    async fn check_runs_the_self_check_through_the_world() {
+        use crate::domain_check::{self, code};
+
+        let domains = world();
+        domains.set_records(&domain(), pointing(&[OURS_V4], &[]));
+        let stray = Hostname::parse("stray.example.com").expect("hostname");
+        domains.set_records(
+            &stray,
+            pointing(&[OURS_V4], &["2001:db8::1".parse().expect("ip")]),
+        );
+        let region = [IpAddr::from(OURS_V4)];
+
+        let good = domain_check::check(
+            &domains,
+            &domain(),
+            &region,
+            "letsencrypt.org",
+            "shop-controller-probe-1",
+        )
+        .await;
+        let bad = domain_check::check(
+            &domains,
+            &stray,
+            &region,
+            "letsencrypt.org",
+            "shop-controller-probe-2",
+        )
+        .await;
+
+        assert_eq!(
+            good.codes(),
+            vec![
+                code::POINTS_AT_REGION,
+                code::CAA_ALLOWS_CA,
+                code::SELF_CHECK_PASSED
+            ]
+        );
+        assert_eq!(
+            bad.codes(),
+            vec![
+                code::STRAY_AAAA,
+                code::CAA_ALLOWS_CA,
+                code::SELF_CHECK_FAILED
+            ]
+        );
+    }
 }

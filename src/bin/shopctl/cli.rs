@@ -111,6 +111,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Custom domains.
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
     /// Development controller only: remove one of a shop's objects behind the controller's
     /// back, then watch the next resync heal it.
     Break {
@@ -138,6 +143,19 @@ impl BreakWhat {
             BreakWhat::NginxFile => BreakTarget::NginxFile,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DomainCommand {
+    /// Check a custom domain's DNS and an HTTP-01 probe; print each finding with its fix.
+    /// Exits non-zero when a finding blocks the domain.
+    Check {
+        /// The custom domain, like shop.example.com.
+        domain: String,
+        /// The region the domain should lead to; optional when only one is configured.
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,10 +17,14 @@ use shop_controller::grpc::proto::*;
 use tokio_stream::StreamExt;
 use tonic::Status;
 
-use cli::{Cli, Command, ConfigCommand, GroupFile, Output, RegionCommand, RegionFile, read_yaml};
+use cli::{
+    Cli, Command, ConfigCommand, DomainCommand, GroupFile, Output, RegionCommand, RegionFile,
+    read_yaml,
+};
 use connect::{Authed, connect};
 use render::{
-    group_json, plan_json, plan_text, print, region_json, shop_details, shop_json, shop_row, yaml,
+    domain_check_json, domain_check_text, group_json, plan_json, plan_text, print, region_json,
+    shop_details, shop_json, shop_row, yaml,
 };
 
 mod cli;
@@ -39,6 +43,8 @@ enum CliError {
     },
     #[error("{0}")]
     Input(String),
+    #[error("{domain}: {count} finding(s) block the domain")]
+    Blocked { domain: String, count: usize },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -235,6 +241,28 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
         }
         Command::Group { command } => group(&mut admin, output, command).await?,
+        Command::Domain {
+            command: DomainCommand::Check { domain, region },
+        } => {
+            let request = CheckDomainRequest {
+                domain,
+                region: region.unwrap_or_default(),
+            };
+            let response = shops.check_domain(request).await?.into_inner();
+            print(
+                output,
+                &domain_check_text(&response),
+                &domain_check_json(&response),
+            );
+            if response.blocked {
+                let error = FindingSeverity::Error as i32;
+                let count = response.findings.iter().filter(|f| f.severity == error);
+                return Err(CliError::Blocked {
+                    domain: response.domain,
+                    count: count.count(),
+                });
+            }
+        }
         Command::Break { shop_domain, what } => {
             let response = dev
                 .break_shop(BreakShopRequest {

@@ -253,6 +253,43 @@ pub(crate) fn plan_json(plan: &PlanShopResponse) -> Value {
     })
 }
 
+pub(crate) fn domain_check_text(check: &CheckDomainResponse) -> String {
+    let mut out = format!("Domain {} (region {})\n", check.domain, check.region);
+    for finding in &check.findings {
+        out.push_str(&format!(
+            "{:<8} {:<20} {}\n",
+            severity_name(finding.severity),
+            finding.code,
+            finding.message
+        ));
+        if !finding.fix.is_empty() {
+            out.push_str(&format!("{:<29} fix: {}\n", "", finding.fix));
+        }
+    }
+    out
+}
+
+pub(crate) fn domain_check_json(check: &CheckDomainResponse) -> Value {
+    json!({
+        "domain": check.domain,
+        "region": check.region,
+        "blocked": check.blocked,
+        "findings": check.findings.iter().map(|finding| json!({
+            "severity": severity_name(finding.severity),
+            "code": finding.code,
+            "message": finding.message,
+            "fix": finding.fix,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn severity_name(severity: i32) -> String {
+    let name = FindingSeverity::try_from(severity)
+        .map(|s| s.as_str_name())
+        .ok();
+    enum_name(name, "FINDING_SEVERITY_")
+}
+
 pub(crate) fn region_json(config: &RegionConfig) -> Value {
     serde_json::to_value(RegionFile::from(config.clone())).unwrap_or_default()
 }
