@@ -3,6 +3,7 @@
 //! This crate is the controller's logic. It depends on no gRPC, SQL or AWS SDK crate: the
 //! binary converts between those and the types here, so every rule can be tested in memory.
 
+pub mod challenge_listener;
 pub mod cloud;
 pub mod config;
 pub mod hostname;
