@@ -17,7 +17,7 @@
 //! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
 //! short while, so a resync does not read every target group once per shop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -34,6 +34,7 @@ use crate::runtime::{LoopConfig, Outcome, QueueStats, ShopKey, WorkQueue, run};
 use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 mod artifact;
+mod challenge_listener;
 mod command;
 mod deployment;
 mod nginx_config;
@@ -42,6 +43,7 @@ mod pause;
 mod plan;
 mod restart;
 
+pub use challenge_listener::{ChallengeListenerState, lease_key as challenge_listener_lease_key};
 pub use plan::{Plan, PlannedStep};
 
 /// The kinds the controller reconciles, in dependency order.
@@ -115,6 +117,8 @@ pub struct Controller {
     config: ControllerConfig,
     leases: Mutex<HashMap<String, HeldLease>>,
     observations: observe::Observations,
+    /// What the last challenge listener pass found, by region.
+    challenge_listeners: Mutex<BTreeMap<String, ChallengeListenerState>>,
     /// The loops' queues, once running: a reconcile may wake another shop's key.
     queues: OnceLock<Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>>,
 }
@@ -212,6 +216,7 @@ impl Controller {
             observations: observe::Observations::new(config.loops.resync),
             config,
             leases: Mutex::new(HashMap::new()),
+            challenge_listeners: Mutex::new(BTreeMap::new()),
             queues: OnceLock::new(),
         }
     }
@@ -279,9 +284,13 @@ impl Controller {
                 .await
             });
         }
+        let mut region_loops = JoinSet::new();
+        tracing::info!("starting challenge listener loop");
+        region_loops.spawn(self.clone().run_challenge_listeners(stop.subscribe()));
         shutdown.await;
         let _ = stop.send(());
         while loops.join_next().await.is_some() {}
+        while region_loops.join_next().await.is_some() {}
         change_feed.abort_all();
         self.release_leases().await;
     }
