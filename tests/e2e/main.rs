@@ -10,6 +10,7 @@ mod adapter_errors;
 mod admin;
 mod api;
 mod auth;
+mod challenge_listener;
 mod contract;
 mod controller;
 mod convergence;
