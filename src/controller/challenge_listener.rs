@@ -93,6 +93,9 @@ impl Controller {
                 return;
             }
         };
+        // TODO(#6): a paused region's listener is still reconciled: `RegionConfig` does not
+        // carry the pause, and the listener serves every shop's certificate renewals, paused
+        // or not, so keeping it healed is harmless until pauses reach region objects.
         let wanted = configs
             .iter()
             .filter(|c| c.enabled && c.acme_responder_target_group_arn.is_some());
