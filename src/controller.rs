@@ -17,7 +17,7 @@
 //! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
 //! short while, so a resync does not read every target group once per shop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError,
 
 mod artifact;
 mod certificate;
+mod challenge_listener;
 mod command;
 mod deployment;
 mod nginx_config;
@@ -44,6 +45,7 @@ mod plan;
 mod restart;
 
 pub use certificate::{CertificateSettings, DEFAULT_CERTIFICATE_SLOTS};
+pub use challenge_listener::{ChallengeListenerState, lease_key as challenge_listener_lease_key};
 pub use plan::{Plan, PlannedStep};
 
 /// The kinds the controller reconciles, in dependency order.
@@ -120,6 +122,8 @@ pub struct Controller {
     observations: observe::Observations,
     /// The CA and what the certificate kind needs with it; `None` runs no ACME.
     certificates: Option<certificate::CertificateSettings>,
+    /// What the last challenge listener pass found, by region.
+    challenge_listeners: Mutex<BTreeMap<String, ChallengeListenerState>>,
     /// The loops' queues, once running: a reconcile may wake another shop's key.
     queues: OnceLock<Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>>,
 }
@@ -218,6 +222,7 @@ impl Controller {
             config,
             leases: Mutex::new(HashMap::new()),
             certificates: None,
+            challenge_listeners: Mutex::new(BTreeMap::new()),
             queues: OnceLock::new(),
         }
     }
@@ -291,9 +296,13 @@ impl Controller {
                 .await
             });
         }
+        let mut region_loops = JoinSet::new();
+        tracing::info!("starting challenge listener loop");
+        region_loops.spawn(self.clone().run_challenge_listeners(stop.subscribe()));
         shutdown.await;
         let _ = stop.send(());
         while loops.join_next().await.is_some() {}
+        while region_loops.join_next().await.is_some() {}
         change_feed.abort_all();
         self.release_leases().await;
     }

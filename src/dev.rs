@@ -73,6 +73,7 @@ pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
         proxy_name_tag: "shop-proxy".to_owned(),
         nginx_config_dir: "/mnt/efs/nginx/shops".to_owned(),
         alb_https_listener_arns: vec![alb_listener.to_owned()],
+        acme_responder_target_group_arn: None,
         global_accelerator_ips: vec![
             Ipv4Addr::new(192, 0, 2, 10).into(),
             Ipv4Addr::new(198, 51, 100, 10).into(),
@@ -183,17 +184,20 @@ pub async fn seed(
     let nlb = aws.add_load_balancer(LoadBalancerKind::Network, "shops-a");
     let alb = aws.add_load_balancer(LoadBalancerKind::Application, "shop-proxy");
     let alb_listener = aws.https_listener_of(&alb).unwrap_or_default();
+    let responder = aws.add_http_target_group("acme-responder", 8089);
 
     // The simulated account starts empty on every run, so its ARNs are written every time.
     let now = now_millis();
     let nginx_config_dir = nginx_dir.display().to_string();
     let mut region = RegionConfig {
         nginx_config_dir,
+        acme_responder_target_group_arn: Some(responder.clone()),
         ..dev_region_config_with(&alb_listener)
     };
     if let Some(stored) = store.get_region_config(DEV_REGION).await? {
         region = RegionConfig {
             alb_https_listener_arns: vec![alb_listener],
+            acme_responder_target_group_arn: Some(responder),
             nginx_config_dir: region.nginx_config_dir,
             ..stored
         };

@@ -2,11 +2,11 @@
 //! listener. Nothing is counted here: every scrape reads the figures the parts already keep,
 //! each loop's queue ([`QueueStats`](crate::runtime::QueueStats)), the cloud's call counts
 //! ([`CallStats`](reconcilers::cloud::CallStats), filled by the adapters' call wrapper and the
-//! simulated AWS alike), the leases this replica holds, and one aggregate query for shops by
-//! condition, and one read of the certificate rows.
+//! simulated AWS alike), the leases this replica holds, the regions' challenge listener states,
+//! one aggregate query for shops by condition and one read of the certificate rows.
 //!
 //! Invariant: labels take bounded values only (kind, lane, outcome, service, operation,
-//! condition); a shop's name never becomes a label.
+//! condition, state); a shop's name never becomes a label.
 //!
 //! TODO(#6): OTLP trace export; not worth its dependencies until a collector is there to
 //! receive it, and the JSON logs carry the same spans.
@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use reconcilers::cloud::CloudProvider;
 use tokio::net::TcpListener;
 
-use crate::controller::Controller;
+use crate::controller::{ChallengeListenerState, Controller};
 use crate::runtime::DURATION_BUCKETS;
 use crate::store::Store;
 
@@ -260,8 +260,18 @@ fn loops(text: &mut Exposition, controller: &Controller) {
     }
 
     let name = "shop_controller_leases_held";
-    text.family(name, Type::Gauge, "Shops this replica holds a lease on.");
+    let help = "Shops (and regions' challenge listeners) this replica holds a lease on.";
+    text.family(name, Type::Gauge, help);
     text.sample(name, &[], controller.leases_held() as f64);
+
+    let name = "shop_controller_challenge_listeners";
+    let help = "Regions by what the last pass found of their ALB's ACME challenge listener.";
+    text.family(name, Type::Gauge, help);
+    let states = controller.challenge_listener_states();
+    for state in ChallengeListenerState::ALL {
+        let count = states.values().filter(|s| **s == state).count();
+        text.sample(name, &[("state", state.as_str())], count as f64);
+    }
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown` resolves. Open connections

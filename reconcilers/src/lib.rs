@@ -4,6 +4,7 @@
 //! binary converts between those and the types here, so every rule can be tested in memory.
 
 pub mod certificate;
+pub mod challenge_listener;
 pub mod cloud;
 pub mod config;
 pub mod domain_check;

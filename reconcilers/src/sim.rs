@@ -50,6 +50,8 @@ pub enum ResourceType {
     TargetGroup,
     /// An ELB listener, by ARN.
     Listener,
+    /// A rule of an ELB listener (not the default one), by ARN.
+    ListenerRule,
     /// An ACM certificate, by ARN.
     Certificate,
     /// An EC2 instance, by id.

@@ -17,7 +17,7 @@ use super::{Result, StoreError};
 /// Region config columns, in the order [`region_from_parts`] takes them.
 pub(super) const REGION_COLUMNS: &str = "region, enabled, codebuild_project, artifact_bucket, \
     codedeploy_application, proxy_name_tag, nginx_config_dir, alb_https_listener_arns, \
-    global_accelerator_ips, allowed_parent_domains, updated_at";
+    global_accelerator_ips, allowed_parent_domains, updated_at, acme_responder_target_group_arn";
 
 pub(super) const GROUP_COLUMNS: &str = "name, region, nlb_arns, port_min, port_max, capacity, \
     codedeploy_deployment_group, enabled, updated_at";
@@ -119,6 +119,7 @@ pub(super) fn region_from_parts(
     ips: String,
     parents: String,
     updated_at: i64,
+    acme_responder_target_group_arn: Option<String>,
 ) -> Result<RegionConfig> {
     Ok(RegionConfig {
         region: RegionName::parse(&region).map_err(|e| corrupt("region config", e))?,
@@ -130,6 +131,7 @@ pub(super) fn region_from_parts(
         proxy_name_tag,
         nginx_config_dir,
         alb_https_listener_arns: from_json("region config", &listeners)?,
+        acme_responder_target_group_arn,
         global_accelerator_ips: from_json("region config", &ips)?,
         allowed_parent_domains: from_json("region config", &parents)?,
         updated_at,
@@ -391,6 +393,7 @@ macro_rules! impl_store {
                     row.try_get(8).map_err(get)?,
                     row.try_get(9).map_err(get)?,
                     row.try_get(10).map_err(get)?,
+                    row.try_get(11).map_err(get)?,
                 )
             }
 
@@ -675,7 +678,7 @@ macro_rules! impl_store {
                 async fn put_region_config(&self, config: &RegionConfig, now: i64) -> Result<RegionConfig> {
                     let sql = format!(
                         "INSERT INTO region_configs ({REGION_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                          ON CONFLICT (region) DO UPDATE SET enabled = excluded.enabled, \
                          codebuild_project = excluded.codebuild_project, \
                          artifact_bucket = excluded.artifact_bucket, \
@@ -685,7 +688,8 @@ macro_rules! impl_store {
                          alb_https_listener_arns = excluded.alb_https_listener_arns, \
                          global_accelerator_ips = excluded.global_accelerator_ips, \
                          allowed_parent_domains = excluded.allowed_parent_domains, \
-                         updated_at = excluded.updated_at \
+                         updated_at = excluded.updated_at, \
+                         acme_responder_target_group_arn = excluded.acme_responder_target_group_arn \
                          RETURNING {REGION_COLUMNS}"
                     );
                     let row = sqlx::query(&sql)
@@ -700,6 +704,7 @@ macro_rules! impl_store {
                         .bind(to_json(config.global_accelerator_ips.iter().map(|ip| ip.to_string())))
                         .bind(to_json(config.allowed_parent_domains.iter().map(|d| d.to_string())))
                         .bind(now)
+                        .bind(config.acme_responder_target_group_arn.as_deref())
                         .fetch_one(&self.pool)
                         .await
                         .map_err(db("upsert region config"))?;

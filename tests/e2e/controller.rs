@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_INSTALLATION, TAG_SHOP};
+use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_SHOP};
 use reconcilers::sim::ResourceType;
 use reconcilers::status::{ResourceKind, ResourceStatus, SyncState};
 use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
@@ -15,7 +15,9 @@ use shop_controller::store::Store;
 use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
 use shop_controller::grpc::Auth;
 
-use crate::support::{ShopClient, TestServer, TestStore, deploy_request, sqlite_store};
+use crate::support::{
+    ShopClient, TestServer, TestStore, deploy_request, shop_objects, sqlite_store,
+};
 
 pub(crate) fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
@@ -204,7 +206,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         "one deployment per shop"
     );
 
-    let owned = aws.resources_tagged(TAG_INSTALLATION, "e2e");
+    let owned = shop_objects(&aws, "e2e");
     let count = |kind| owned.iter().filter(|r| r.kind == kind).count();
     assert_eq!(count(ResourceType::TargetGroup), 5, "{owned:?}");
     assert_eq!(count(ResourceType::Listener), 5, "{owned:?}");
@@ -345,11 +347,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         aws.resources_tagged(TAG_SHOP, &shops[0]).is_empty(),
         "teardown left objects behind"
     );
-    assert_eq!(
-        aws.resources_tagged(TAG_INSTALLATION, "e2e").len(),
-        8,
-        "the others stay"
-    );
+    assert_eq!(shop_objects(&aws, "e2e").len(), 8, "the others stay");
     assert_eq!(
         store
             .store

@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod certificates;
 mod challtestsrv;
+mod challenge_listener;
 mod contract;
 mod controller;
 mod convergence;

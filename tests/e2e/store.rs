@@ -394,8 +394,14 @@ async fn configuration_in_use_cannot_be_deleted(store: TestStore) {
     assert!(groups.is_empty());
     let mut config = dev_region_config();
     config.enabled = false;
+    let responder = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/acme/73e2";
+    config.acme_responder_target_group_arn = Some(responder.to_owned());
     let stored = store.put_region_config(&config, 99).await.expect("replace");
     assert_eq!((stored.enabled, stored.updated_at), (false, 99));
+    assert_eq!(
+        stored.acme_responder_target_group_arn.as_deref(),
+        Some(responder)
+    );
     assert_eq!(
         store.list_region_configs().await.expect("list"),
         vec![stored]
