@@ -106,6 +106,8 @@ pub struct ServeArgs {
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub domains: DomainsConfig,
+    #[command(flatten)]
+    pub acme: AcmeArgs,
     /// How long in-flight requests may run after SIGTERM.
     #[arg(long, env = "SHOP_CONTROLLER_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -158,6 +160,36 @@ pub struct MetricsArgs {
     /// off when unset.
     #[arg(long, env = "SHOP_CONTROLLER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The ACME CA that issues custom domains' certificates, and the HTTP-01 responder.
+#[derive(Debug, Args)]
+pub struct AcmeArgs {
+    /// Directory URL of the ACME CA (Let's Encrypt:
+    /// https://acme-v02.api.letsencrypt.org/directory). Without it, custom domains wait for a
+    /// certificate with the reason AcmeNotConfigured.
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_DIRECTORY_URL")]
+    pub acme_directory_url: Option<String>,
+    /// PEM file of a root to trust for the CA's own HTTPS (a test CA such as pebble).
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// Contact URIs of the ACME account (`mailto:ops@example.com`), comma-separated.
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_CONTACT", value_delimiter = ',')]
+    pub acme_contact: Vec<String>,
+    /// 32 random bytes in base64 that seal the ACME account key in the database.
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_ENCRYPTION_KEY", hide_env_values = true)]
+    pub acme_encryption_key: Option<Secret>,
+    /// A file holding the encryption key instead (a mounted Secret).
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_ENCRYPTION_KEY_FILE")]
+    pub acme_encryption_key_file: Option<PathBuf>,
+    /// Address of the HTTP-01 responder the proxy ALB's port-80 rule forwards
+    /// /.well-known/acme-challenge/ to; not served when unset.
+    #[arg(long, env = "SHOP_CONTROLLER_ACME_LISTEN")]
+    pub acme_listen: Option<SocketAddr>,
+    /// Certificates one HTTPS listener takes besides its default one: the ALB quota
+    /// "Certificates per Application Load Balancer" (25 unless raised).
+    #[arg(long, env = "SHOP_CONTROLLER_CERTIFICATE_SLOTS", default_value_t = 25)]
+    pub certificate_slots: usize,
 }
 
 /// How custom domains are looked up and probed (`CheckDomain`, the HTTP-01 self-check).

@@ -1,12 +1,14 @@
 //! shop-controller: the gRPC write path, the store, the AWS adapters and the runtime that
 //! drives the reconcilers of the `reconcilers` crate.
 
+pub mod acme;
 pub mod aws;
 pub mod config;
 pub mod controller;
 pub mod dev;
 pub mod domains;
 pub mod grpc;
+pub mod http;
 pub mod intent;
 pub mod metrics;
 pub mod nginx;

@@ -11,28 +11,23 @@
 //! TODO(#6): OTLP trace export; not worth its dependencies until a collector is there to
 //! receive it, and the JSON logs carry the same spans.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use reconcilers::cloud::CloudProvider;
 use tokio::net::TcpListener;
 
 use crate::controller::{ChallengeListenerState, Controller};
+use crate::http::plain;
 use crate::runtime::DURATION_BUCKETS;
 use crate::store::Store;
 
 mod text;
 
 pub use text::{CONTENT_TYPE, Exposition, Type};
-
-/// A client that sends no complete request head in this time is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a scrape reads its figures.
 #[derive(Clone)]
@@ -277,40 +272,12 @@ fn loops(text: &mut Exposition, controller: &Controller) {
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown` resolves. Open connections
 /// are not waited for: a scrape cut short is simply retried by Prometheus.
 pub async fn serve(listener: TcpListener, sources: Sources, shutdown: impl Future<Output = ()>) {
-    let address = listener.local_addr().ok();
-    tracing::info!(address = ?address, "serving metrics");
     let sources = Arc::new(sources);
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of file descriptors, mostly: pause rather than spin.
-                tracing::warn!(%error, "could not accept a metrics connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let handler = move |request: Request<Incoming>| {
         let sources = sources.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let sources = sources.clone();
-                async move { Ok::<_, Infallible>(respond(&sources, &request).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "metrics connection ended with an error");
-            }
-        });
-    }
+        async move { respond(&sources, &request).await }
+    };
+    crate::http::serve(listener, "metrics", handler, shutdown).await;
 }
 
 async fn respond(sources: &Sources, request: &Request<Incoming>) -> Response<Full<Bytes>> {
@@ -332,11 +299,6 @@ async fn respond(sources: &Sources, request: &Request<Incoming>) -> Response<Ful
     }
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response
-}
 
 #[cfg(test)]
 mod tests {
