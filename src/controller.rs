@@ -17,7 +17,7 @@
 //! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
 //! short while, so a resync does not read every target group once per shop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -34,6 +34,8 @@ use crate::runtime::{LoopConfig, Outcome, QueueStats, ShopKey, WorkQueue, run};
 use crate::store::{Change, Claim, Lease, ShopQuery, ShopView, Store, StoreError, now_millis};
 
 mod artifact;
+mod certificate;
+mod challenge_listener;
 mod command;
 mod deployment;
 mod nginx_config;
@@ -42,16 +44,19 @@ mod pause;
 mod plan;
 mod restart;
 
+pub use certificate::{CertificateSettings, DEFAULT_CERTIFICATE_SLOTS};
+pub use challenge_listener::{ChallengeListenerState, lease_key as challenge_listener_lease_key};
 pub use plan::{Plan, PlannedStep};
 
 /// The kinds the controller reconciles, in dependency order.
-pub const KINDS: [ResourceKind; 6] = [
+pub const KINDS: [ResourceKind; 7] = [
     ResourceKind::Artifact,
     ResourceKind::Deployment,
     ResourceKind::TargetGroup,
     ResourceKind::Listener,
     ResourceKind::NginxConfig,
     ResourceKind::Restart,
+    ResourceKind::Certificate,
 ];
 
 /// How the controller runs.
@@ -115,6 +120,10 @@ pub struct Controller {
     config: ControllerConfig,
     leases: Mutex<HashMap<String, HeldLease>>,
     observations: observe::Observations,
+    /// The CA and what the certificate kind needs with it; `None` runs no ACME.
+    certificates: Option<certificate::CertificateSettings>,
+    /// What the last challenge listener pass found, by region.
+    challenge_listeners: Mutex<BTreeMap<String, ChallengeListenerState>>,
     /// The loops' queues, once running: a reconcile may wake another shop's key.
     queues: OnceLock<Vec<(ResourceKind, Arc<WorkQueue<ShopKey>>)>>,
 }
@@ -212,8 +221,16 @@ impl Controller {
             observations: observe::Observations::new(config.loops.resync),
             config,
             leases: Mutex::new(HashMap::new()),
+            certificates: None,
+            challenge_listeners: Mutex::new(BTreeMap::new()),
             queues: OnceLock::new(),
         }
+    }
+
+    /// Issues custom domains' certificates through this CA.
+    pub fn with_certificates(mut self, settings: certificate::CertificateSettings) -> Self {
+        self.certificates = Some(settings);
+        self
     }
 
     /// Each loop's queue figures, for metrics; empty until [`Controller::run`] starts.
@@ -279,9 +296,13 @@ impl Controller {
                 .await
             });
         }
+        let mut region_loops = JoinSet::new();
+        tracing::info!("starting challenge listener loop");
+        region_loops.spawn(self.clone().run_challenge_listeners(stop.subscribe()));
         shutdown.await;
         let _ = stop.send(());
         while loops.join_next().await.is_some() {}
+        while region_loops.join_next().await.is_some() {}
         change_feed.abort_all();
         self.release_leases().await;
     }
@@ -455,9 +476,40 @@ impl Controller {
             // Nothing of a restart outlives the shop's process.
             (ResourceKind::Restart, true) => Ok(Self::gone()),
             (ResourceKind::TargetGroup, true) => self.delete_target_group(&view, lease).await,
-            _ => return Outcome::Done,
+            (ResourceKind::Certificate, deleting) => {
+                return self.certificate_outcome(&view, lease, deleting).await;
+            }
         };
         self.record(&view, lease, key.kind, result).await
+    }
+
+    /// The certificate kind's run. A shop that never had a custom domain has nothing to look
+    /// at and records no status; a converged certificate is looked at again at its renewal.
+    async fn certificate_outcome(&self, view: &ShopView, lease: &Lease, deleting: bool) -> Outcome {
+        let kind = ResourceKind::Certificate;
+        let seen = view.resources.iter().any(|r| r.kind == kind);
+        if !seen && view.record.spec.custom_domain.is_none() {
+            let shop = view.record.spec.shop_domain.as_str();
+            match self.has_certificates(shop).await {
+                Ok(false) => return Outcome::Done,
+                Ok(true) => {}
+                Err(blocked) => return blocked.outcome,
+            }
+        }
+        if deleting {
+            let result = self.delete_certificates(view, lease).await;
+            return self.record(view, lease, kind, result).await;
+        }
+        let (result, recheck) = match self.certificate(view, lease).await {
+            Ok(certified) => (Ok(certified.converged), certified.recheck),
+            Err(blocked) => (Err(blocked), None),
+        };
+        match (self.record(view, lease, kind, result).await, recheck) {
+            (Outcome::Done, Some(recheck)) if recheck < self.config.loops.resync => {
+                Outcome::Requeue(recheck)
+            }
+            (outcome, _) => outcome,
+        }
     }
 
     /// Writes the status of one reconcile (only when it changed, so dependents are not woken
@@ -923,6 +975,12 @@ impl Controller {
         }
         let shop = view.record.spec.shop_domain.as_str();
         let region = view.record.spec.region.as_str();
+        if self.has_certificates(shop).await? {
+            return Err(Blocked::waiting(
+                "WaitingForCertificateDeletion",
+                "the shop's certificates go first",
+            ));
+        }
         // A deployment of ours still running would install the shop again behind us.
         if let Some(id) = self
             .store

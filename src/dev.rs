@@ -12,7 +12,7 @@ use std::sync::Arc;
 use reconcilers::Hostname;
 use reconcilers::cloud::DnsAnswers;
 use reconcilers::config::{InstanceGroup, RegionConfig};
-use reconcilers::sim::{ChallengeSource, LoadBalancerKind, SimDomains, SimulatedAws};
+use reconcilers::sim::{LoadBalancerKind, SimDomains, SimulatedAws};
 use reconcilers::source::build_stored_zip;
 use reconcilers::spec::{BucketName, RegionName};
 
@@ -31,6 +31,23 @@ pub const DEV_SAMPLE_DOMAINS: [&str; 3] = [
     "stray-aaaa.example.com",
     "proxied.example.com",
 ];
+
+/// The simulated world's view of the HTTP-01 responder: the tokens in the store, answered as
+/// any replica's responder answers them.
+pub struct StoreChallenges(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl reconcilers::sim::ChallengeSource for StoreChallenges {
+    async fn answer(&self, token: &str) -> Option<String> {
+        match self.0.challenge_response(token, now_millis()).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                tracing::warn!(%error, "could not read a challenge token");
+                None
+            }
+        }
+    }
+}
 
 /// A sample shop source: the `scripts/` hooks CodeDeploy runs, and the app itself.
 pub fn sample_shop_zip() -> Vec<u8> {
@@ -56,6 +73,7 @@ pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
         proxy_name_tag: "shop-proxy".to_owned(),
         nginx_config_dir: "/mnt/efs/nginx/shops".to_owned(),
         alb_https_listener_arns: vec![alb_listener.to_owned()],
+        acme_responder_target_group_arn: None,
         global_accelerator_ips: vec![
             Ipv4Addr::new(192, 0, 2, 10).into(),
             Ipv4Addr::new(198, 51, 100, 10).into(),
@@ -66,8 +84,8 @@ pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
 }
 
 /// The simulated DNS of the dev controller: [`DEV_SAMPLE_DOMAINS`], with the dev region's
-/// static IPs leading to us.
-pub fn dev_domains() -> SimDomains {
+/// static IPs leading to our responder, which answers from `store`'s challenges.
+pub fn dev_domains(store: Arc<dyn Store>) -> SimDomains {
     let region_ips = dev_region_config().global_accelerator_ips;
     let ours: Vec<Ipv4Addr> = region_ips
         .iter()
@@ -79,7 +97,7 @@ pub fn dev_domains() -> SimDomains {
     let cloudflare = Ipv4Addr::new(104, 16, 0, 1);
     // Cloudflare's proxy forwards to our static IPs, so its address leads to us too.
     let served = region_ips.into_iter().chain([cloudflare.into()]).collect();
-    let domains = SimDomains::new(served, Arc::new(NoPendingChallenges));
+    let domains = SimDomains::new(served, Arc::new(StoreChallenges(store)));
     let samples = [
         DnsAnswers {
             a: ours.clone(),
@@ -100,18 +118,6 @@ pub fn dev_domains() -> SimDomains {
         domains.set_records(&name, answers);
     }
     domains
-}
-
-/// The dev controller issues no certificates yet, so no challenge is ever pending; probes are
-/// answered by [`SimDomains`] itself.
-// TODO(#5): answer from the certificate kind's pending challenges once it runs in dev mode.
-struct NoPendingChallenges;
-
-#[async_trait::async_trait]
-impl ChallengeSource for NoPendingChallenges {
-    async fn answer(&self, _token: &str) -> Option<String> {
-        None
-    }
 }
 
 /// The region config of the dev controller with a placeholder listener, for tests that need
@@ -166,17 +172,20 @@ pub async fn seed(
     let nlb = aws.add_load_balancer(LoadBalancerKind::Network, "shops-a");
     let alb = aws.add_load_balancer(LoadBalancerKind::Application, "shop-proxy");
     let alb_listener = aws.https_listener_of(&alb).unwrap_or_default();
+    let responder = aws.add_http_target_group("acme-responder", 8089);
 
     // The simulated account starts empty on every run, so its ARNs are written every time.
     let now = now_millis();
     let nginx_config_dir = nginx_dir.display().to_string();
     let mut region = RegionConfig {
         nginx_config_dir,
+        acme_responder_target_group_arn: Some(responder.clone()),
         ..dev_region_config_with(&alb_listener)
     };
     if let Some(stored) = store.get_region_config(DEV_REGION).await? {
         region = RegionConfig {
             alb_https_listener_arns: vec![alb_listener],
+            acme_responder_target_group_arn: Some(responder),
             nginx_config_dir: region.nginx_config_dir,
             ..stored
         };

@@ -11,7 +11,7 @@ use crate::store::{Store, StoreError};
 
 mod admin;
 pub mod auth;
-mod convert;
+pub(crate) mod convert;
 mod dev;
 mod domain;
 mod shop;

@@ -2,13 +2,12 @@
 //! listener. Nothing is counted here: every scrape reads the figures the parts already keep,
 //! each loop's queue ([`QueueStats`](crate::runtime::QueueStats)), the cloud's call counts
 //! ([`CallStats`](reconcilers::cloud::CallStats), filled by the adapters' call wrapper and the
-//! simulated AWS alike), the leases this replica holds, and one aggregate query for shops by
-//! condition.
+//! simulated AWS alike), the leases this replica holds, the regions' challenge listener states,
+//! one aggregate query for shops by condition and one read of the certificate rows.
 //!
 //! Invariant: labels take bounded values only (kind, lane, outcome, service, operation,
-//! condition); a shop's name never becomes a label.
+//! condition, state); a shop's name never becomes a label.
 //!
-//! TODO(#5): certificates' not-after timestamps, once the certificate kind exists.
 //! TODO(#6): OTLP trace export; not worth its dependencies until a collector is there to
 //! receive it, and the JSON logs carry the same spans.
 
@@ -24,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use reconcilers::cloud::CloudProvider;
 use tokio::net::TcpListener;
 
-use crate::controller::Controller;
+use crate::controller::{ChallengeListenerState, Controller};
 use crate::runtime::DURATION_BUCKETS;
 use crate::store::Store;
 
@@ -54,6 +53,7 @@ impl Sources {
         }
         self.aws_calls(&mut text);
         self.shops(&mut text).await;
+        self.certificates(&mut text).await;
         text.finish()
     }
 
@@ -94,6 +94,92 @@ impl Sources {
             ("deleting", counts.deleting),
         ] {
             text.sample(name, &[("condition", condition)], count as f64);
+        }
+    }
+}
+
+impl Sources {
+    /// Custom-domain certificates by state, how many expire soon, and the earliest expiry:
+    /// what an alert on a renewal that keeps failing watches.
+    async fn certificates(&self, text: &mut Exposition) {
+        let records = match self.store.list_certificates().await {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "could not read certificates for metrics");
+                return;
+            }
+        };
+        let figures = CertificateFigures::of(&records, crate::store::now_millis());
+
+        let name = "shop_controller_certificates";
+        text.family(name, Type::Gauge, "Custom-domain certificates by state.");
+        for (state, count) in figures.by_state {
+            text.sample(name, &[("state", state)], count as f64);
+        }
+
+        let name = "shop_controller_certificates_expiring";
+        text.family(
+            name,
+            Type::Gauge,
+            "Imported certificates whose not-after falls within the window (expired: already past).",
+        );
+        for (within, count) in figures.expiring {
+            text.sample(name, &[("within", within)], count as f64);
+        }
+
+        if let Some(earliest) = figures.earliest_not_after {
+            let name = "shop_controller_certificate_earliest_not_after_seconds";
+            text.family(
+                name,
+                Type::Gauge,
+                "The earliest not-after of the imported certificates, in seconds since the epoch.",
+            );
+            text.sample(name, &[], earliest as f64 / 1000.0);
+        }
+    }
+}
+
+/// The certificate figures of one scrape.
+#[derive(Debug, PartialEq)]
+struct CertificateFigures {
+    by_state: Vec<(&'static str, u64)>,
+    expiring: Vec<(&'static str, u64)>,
+    earliest_not_after: Option<i64>,
+}
+
+impl CertificateFigures {
+    fn of(records: &[reconcilers::certificate::CertificateRecord], now: i64) -> Self {
+        use reconcilers::certificate::CertificateState as State;
+        const DAY: i64 = 86_400_000;
+        let states = [
+            State::Pending,
+            State::Ordering,
+            State::Issued,
+            State::Ready,
+            State::Failed,
+        ];
+        let by_state = states
+            .iter()
+            .map(|state| {
+                let count = records.iter().filter(|r| r.state == *state).count();
+                (state.as_str(), count as u64)
+            })
+            .collect();
+        let not_afters: Vec<i64> = records
+            .iter()
+            .filter(|r| r.acm_arn.is_some())
+            .filter_map(|r| r.not_after)
+            .collect();
+        let within = |horizon: i64| not_afters.iter().filter(|at| **at <= now + horizon).count();
+        let expiring = vec![
+            ("expired", within(0) as u64),
+            ("7d", within(7 * DAY) as u64),
+            ("30d", within(30 * DAY) as u64),
+        ];
+        Self {
+            by_state,
+            expiring,
+            earliest_not_after: not_afters.iter().min().copied(),
         }
     }
 }
@@ -174,8 +260,18 @@ fn loops(text: &mut Exposition, controller: &Controller) {
     }
 
     let name = "shop_controller_leases_held";
-    text.family(name, Type::Gauge, "Shops this replica holds a lease on.");
+    let help = "Shops (and regions' challenge listeners) this replica holds a lease on.";
+    text.family(name, Type::Gauge, help);
     text.sample(name, &[], controller.leases_held() as f64);
+
+    let name = "shop_controller_challenge_listeners";
+    let help = "Regions by what the last pass found of their ALB's ACME challenge listener.";
+    text.family(name, Type::Gauge, help);
+    let states = controller.challenge_listener_states();
+    for state in ChallengeListenerState::ALL {
+        let count = states.values().filter(|s| **s == state).count();
+        text.sample(name, &[("state", state.as_str())], count as f64);
+    }
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown` resolves. Open connections
@@ -240,4 +336,64 @@ fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use reconcilers::Hostname;
+    use reconcilers::certificate::{CertificateRecord, CertificateState};
+
+    use super::CertificateFigures;
+
+    const DAY: i64 = 86_400_000;
+
+    fn record(name: &str, state: CertificateState, not_after: Option<i64>) -> CertificateRecord {
+        let mut record =
+            CertificateRecord::new(Hostname::parse(name).expect("valid"), "a.es-hs.com", 0);
+        record.state = state;
+        record.not_after = not_after;
+        record.acm_arn = not_after.map(|_| format!("arn:{name}"));
+        record
+    }
+
+    #[test]
+    fn certificate_figures_count_states_and_expiry_windows() {
+        let now = 100 * DAY;
+        let records = [
+            record("a.example.com", CertificateState::Ready, Some(now - 1)),
+            record(
+                "b.example.com",
+                CertificateState::Ready,
+                Some(now + 3 * DAY),
+            ),
+            record(
+                "c.example.com",
+                CertificateState::Ready,
+                Some(now + 20 * DAY),
+            ),
+            record(
+                "d.example.com",
+                CertificateState::Ready,
+                Some(now + 80 * DAY),
+            ),
+            record("e.example.com", CertificateState::Failed, None),
+        ];
+        let figures = CertificateFigures::of(&records, now);
+        assert_eq!(
+            figures.by_state,
+            vec![
+                ("pending", 0),
+                ("ordering", 0),
+                ("issued", 0),
+                ("ready", 4),
+                ("failed", 1)
+            ]
+        );
+        assert_eq!(
+            figures.expiring,
+            vec![("expired", 1), ("7d", 2), ("30d", 3)]
+        );
+        assert_eq!(figures.earliest_not_after, Some(now - 1));
+        assert_eq!(CertificateFigures::of(&[], now).earliest_not_after, None);
+    }
 }

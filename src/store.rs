@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use reconcilers::certificate::{Budget, BudgetExhausted, BudgetLimit, CertificateRecord};
 use reconcilers::config::{InstanceGroup, RegionConfig};
 use reconcilers::placement::Placed;
 use reconcilers::spec::{ShopRecord, ShopSpec};
@@ -202,6 +203,27 @@ pub struct Intent {
     pub updated_at: i64,
 }
 
+/// An HTTP-01 challenge in flight: what the responder of any replica answers for its token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AcmeChallenge {
+    /// The last path segment of `/.well-known/acme-challenge/<token>`.
+    pub token: String,
+    pub domain: String,
+    pub key_authorization: String,
+    /// Milliseconds since the epoch; an expired challenge is no longer answered.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for AcmeChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcmeChallenge")
+            .field("token", &self.token)
+            .field("domain", &self.domain)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The store interface. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -298,6 +320,53 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         limit: u32,
     ) -> Result<Vec<Intent>>;
+
+    /// The certificate row of a custom domain.
+    async fn certificate(&self, domain: &str) -> Result<Option<CertificateRecord>>;
+    /// Every certificate row of a shop: its current custom domain's and any earlier one's
+    /// still being torn down.
+    async fn shop_certificates(&self, shop_domain: &str) -> Result<Vec<CertificateRecord>>;
+    /// Every certificate row (for the expiry metrics), in domain order.
+    async fn list_certificates(&self) -> Result<Vec<CertificateRecord>>;
+    /// Writes a certificate row (insert or replace by domain).
+    async fn put_certificate(&self, record: &CertificateRecord) -> Result<()>;
+    async fn delete_certificate(&self, domain: &str) -> Result<bool>;
+
+    /// Takes one event of a CA rate-limit budget if the window has room for it, atomically
+    /// across replicas; otherwise says when the oldest counted event leaves the window.
+    async fn take_budget(
+        &self,
+        budget: Budget,
+        subject: &str,
+        limit: BudgetLimit,
+        now: i64,
+    ) -> Result<Result<(), BudgetExhausted>>;
+    /// Whether the window has room for one more event, without taking it (failed validations
+    /// and duplicate certificates are counted after the fact, by [`Store::record_budget_event`]).
+    async fn check_budget(
+        &self,
+        budget: Budget,
+        subject: &str,
+        limit: BudgetLimit,
+        now: i64,
+    ) -> Result<Result<(), BudgetExhausted>>;
+    async fn record_budget_event(&self, budget: Budget, subject: &str, now: i64) -> Result<()>;
+    /// The sealed ACME account credentials of a CA directory, when an account was stored.
+    async fn acme_account(&self, directory_url: &str) -> Result<Option<String>>;
+    /// Stores sealed account credentials unless the directory already has an account, and
+    /// returns the stored ones: ours, or those of the replica that stored first (two replicas
+    /// starting together end up on one account).
+    async fn put_acme_account(&self, directory_url: &str, sealed: &str, now: i64)
+    -> Result<String>;
+
+    /// Records (or replaces) the answer to a challenge token.
+    async fn put_challenge(&self, challenge: &AcmeChallenge) -> Result<()>;
+    /// The key authorization of an unexpired challenge token.
+    async fn challenge_response(&self, token: &str, now: i64) -> Result<Option<String>>;
+    /// Forgets every challenge of a domain (its order ended); returns how many.
+    async fn remove_challenges(&self, domain: &str) -> Result<u64>;
+    /// Forgets challenges that expired before `now`; returns how many.
+    async fn purge_expired_challenges(&self, now: i64) -> Result<u64>;
 
     /// Changes of every shop as they are committed (on PostgreSQL, by any replica).
     fn subscribe(&self) -> broadcast::Receiver<Change>;

@@ -24,8 +24,9 @@ pub use deployments::{Deployment, DeploymentRequest, DeploymentStatus, Deploymen
 pub use domains::{CaaRecord, DnsAnswers, Domains, FetchError};
 pub use fleet::{Fleet, Instance};
 pub use load_balancing::{
-    HealthCheck, KnownTags, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Target,
-    TargetGroup, TargetGroupSpec, TargetHealth, tags_known_or_read, tags_of,
+    HealthCheck, HttpListenerSpec, KnownTags, Listener, ListenerAction, ListenerRule, ListenerSpec,
+    LoadBalancer, LoadBalancing, RuleSpec, Target, TargetGroup, TargetGroupSpec, TargetHealth,
+    tags_known_or_read, tags_of,
 };
 pub use run_command::{CommandRequest, CommandTarget, Invocation, InvocationStatus, RunCommand};
 pub use storage::{ObjectHead, ObjectStorage};

@@ -3,6 +3,8 @@
 //! This crate is the controller's logic. It depends on no gRPC, SQL or AWS SDK crate: the
 //! binary converts between those and the types here, so every rule can be tested in memory.
 
+pub mod certificate;
+pub mod challenge_listener;
 pub mod cloud;
 pub mod config;
 pub mod domain_check;

@@ -16,6 +16,7 @@ use crate::cloud::{
     LoadBalancing, ObjectStorage, Page, RunCommand, Tag,
 };
 
+mod acme;
 mod builds;
 mod certificates;
 mod clock;
@@ -31,6 +32,7 @@ mod run_command;
 mod storage;
 mod x509;
 
+pub use acme::{SimAcme, SimAcmeConfig};
 pub use certificates::CertificateFacts;
 pub use clock::ClockMode;
 pub use config::{Quotas, SimConfig, Timings};
@@ -48,6 +50,8 @@ pub enum ResourceType {
     TargetGroup,
     /// An ELB listener, by ARN.
     Listener,
+    /// A rule of an ELB listener (not the default one), by ARN.
+    ListenerRule,
     /// An ACM certificate, by ARN.
     Certificate,
     /// An EC2 instance, by id.

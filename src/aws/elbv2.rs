@@ -1,7 +1,8 @@
 //! [`LoadBalancing`] over Elastic Load Balancing v2: the shops' NLB target groups and
 //! listeners and the proxy ALB's listener certificates. Reads go by batches of ARNs and follow
 //! `NextMarker` to the last page, so a resync costs a few calls per load balancer. Converting
-//! between SDK types and ours lives in `convert`.
+//! between SDK types and ours lives in `convert`; the ALB's HTTP listener and its rules in
+//! `rules`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Certificate, ProtocolEnum, TargetTypeEnum,
 };
 use reconcilers::cloud::{
-    CloudError, ErrorKind, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Tag, Target,
-    TargetGroup, TargetGroupSpec, TargetHealth,
+    CloudError, ErrorKind, HttpListenerSpec, Listener, ListenerAction, ListenerRule, ListenerSpec,
+    LoadBalancer, LoadBalancing, RuleSpec, Tag, Target, TargetGroup, TargetGroupSpec, TargetHealth,
 };
 
 use super::calls::{Calls, all_pages};
@@ -22,6 +23,7 @@ use convert::{
 };
 
 mod convert;
+mod rules;
 
 /// Describe calls take at most 20 ARNs.
 const ARN_BATCH: usize = 20;
@@ -248,6 +250,39 @@ impl LoadBalancing for ElbLoadBalancing {
             .run("elasticloadbalancing:DeleteListener", call)
             .await?;
         Ok(())
+    }
+
+    async fn create_http_listener(&self, spec: &HttpListenerSpec) -> Result<Listener, CloudError> {
+        self.create_http(spec).await
+    }
+
+    async fn modify_listener_default_action(
+        &self,
+        listener_arn: &str,
+        action: &ListenerAction,
+    ) -> Result<Listener, CloudError> {
+        self.set_default_action(listener_arn, action).await
+    }
+
+    async fn describe_rules(&self, listener_arn: &str) -> Result<Vec<ListenerRule>, CloudError> {
+        self.rules(listener_arn).await
+    }
+
+    async fn create_rule(&self, spec: &RuleSpec) -> Result<ListenerRule, CloudError> {
+        self.new_rule(spec).await
+    }
+
+    async fn modify_rule(
+        &self,
+        rule_arn: &str,
+        path_patterns: &[String],
+        action: &ListenerAction,
+    ) -> Result<ListenerRule, CloudError> {
+        self.change_rule(rule_arn, path_patterns, action).await
+    }
+
+    async fn delete_rule(&self, rule_arn: &str) -> Result<(), CloudError> {
+        self.remove_rule(rule_arn).await
     }
 
     async fn describe_listener_certificates(

@@ -20,6 +20,9 @@ const THROTTLING_CODES: &[&str] = &[
 /// Codes that mean "not found" without saying so in their name.
 const NOT_FOUND_CODES: &[&str] = &["InvalidCommandId"];
 
+/// Codes that mean "already exists" without saying so in their name.
+const ALREADY_EXISTS_CODES: &[&str] = &["PriorityInUse"];
+
 /// Codes that mean the request cannot succeed as it is, whatever their name says.
 const INVALID_CODES: &[&str] = &[
     "AccessDenied",
@@ -84,7 +87,8 @@ fn kind_of_code(operation: &str, code: &str) -> Option<ErrorKind> {
     {
         return Some(ErrorKind::NotFound);
     }
-    if code.starts_with("Duplicate")
+    if ALREADY_EXISTS_CODES.contains(&code)
+        || code.starts_with("Duplicate")
         || code.ends_with("AlreadyExists")
         || code.ends_with("AlreadyExistsException")
     {

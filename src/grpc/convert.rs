@@ -277,6 +277,7 @@ pub(crate) fn region_config_from_proto(
         proxy_name_tag: config.proxy_name_tag,
         nginx_config_dir: config.nginx_config_dir,
         alb_https_listener_arns: config.alb_https_listener_arns,
+        acme_responder_target_group_arn: config.acme_responder_target_group_arn,
         global_accelerator_ips,
         allowed_parent_domains,
         updated_at: 0,
@@ -297,6 +298,7 @@ pub(crate) fn region_config(config: &RegionConfig) -> proto::RegionConfig {
         proxy_name_tag: config.proxy_name_tag.clone(),
         nginx_config_dir: config.nginx_config_dir.clone(),
         alb_https_listener_arns: config.alb_https_listener_arns.clone(),
+        acme_responder_target_group_arn: config.acme_responder_target_group_arn.clone(),
         global_accelerator_ips: config
             .global_accelerator_ips
             .iter()

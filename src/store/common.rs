@@ -5,6 +5,9 @@
 //! `sqlite.rs` and `postgres.rs`.
 
 use reconcilers::Hostname;
+use reconcilers::certificate::{
+    Budget, BudgetExhausted, BudgetLimit, CertificateRecord, CertificateState,
+};
 use reconcilers::config::{InstanceGroup, RegionConfig};
 use reconcilers::spec::{BucketName, RegionName, ShopRecord, ShopSpec, SourceVersion};
 use reconcilers::status::ResourceStatus;
@@ -14,7 +17,7 @@ use super::{Result, StoreError};
 /// Region config columns, in the order [`region_from_parts`] takes them.
 pub(super) const REGION_COLUMNS: &str = "region, enabled, codebuild_project, artifact_bucket, \
     codedeploy_application, proxy_name_tag, nginx_config_dir, alb_https_listener_arns, \
-    global_accelerator_ips, allowed_parent_domains, updated_at";
+    global_accelerator_ips, allowed_parent_domains, updated_at, acme_responder_target_group_arn";
 
 pub(super) const GROUP_COLUMNS: &str = "name, region, nlb_arns, port_min, port_max, capacity, \
     codedeploy_deployment_group, enabled, updated_at";
@@ -116,6 +119,7 @@ pub(super) fn region_from_parts(
     ips: String,
     parents: String,
     updated_at: i64,
+    acme_responder_target_group_arn: Option<String>,
 ) -> Result<RegionConfig> {
     Ok(RegionConfig {
         region: RegionName::parse(&region).map_err(|e| corrupt("region config", e))?,
@@ -127,6 +131,7 @@ pub(super) fn region_from_parts(
         proxy_name_tag,
         nginx_config_dir,
         alb_https_listener_arns: from_json("region config", &listeners)?,
+        acme_responder_target_group_arn,
         global_accelerator_ips: from_json("region config", &ips)?,
         allowed_parent_domains: from_json("region config", &parents)?,
         updated_at,
@@ -194,6 +199,67 @@ pub(super) fn status_from_parts(
     })
 }
 
+/// Certificate columns, in the order [`CertificateRow`] holds them.
+pub(super) const CERTIFICATE_COLUMNS: &str = "domain, shop_domain, state, order_url, acm_arn, \
+    listener_arn, not_before, not_after, failures, last_error, next_attempt_at, updated_at";
+
+/// The raw columns of a `shop_certificates` row.
+pub(super) struct CertificateRow {
+    pub(super) domain: String,
+    pub(super) shop: String,
+    pub(super) state: String,
+    pub(super) order_url: Option<String>,
+    pub(super) acm_arn: Option<String>,
+    pub(super) listener_arn: Option<String>,
+    pub(super) not_before: Option<i64>,
+    pub(super) not_after: Option<i64>,
+    pub(super) failures: i32,
+    pub(super) last_error: Option<String>,
+    pub(super) next_attempt_at: Option<i64>,
+    pub(super) updated_at: i64,
+}
+
+impl CertificateRow {
+    pub(super) fn into_record(self) -> Result<CertificateRecord> {
+        Ok(CertificateRecord {
+            domain: Hostname::parse(&self.domain).map_err(|e| corrupt("certificate", e))?,
+            shop: self.shop,
+            state: CertificateState::parse(&self.state)
+                .ok_or_else(|| corrupt("certificate", format!("unknown state {:?}", self.state)))?,
+            order_url: self.order_url,
+            acm_arn: self.acm_arn,
+            listener_arn: self.listener_arn,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            failures: u32::try_from(self.failures).unwrap_or(0),
+            last_error: self.last_error,
+            next_attempt_at: self.next_attempt_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Turns a budget's count in its window into a verdict.
+pub(super) fn budget_verdict(
+    budget: Budget,
+    limit: BudgetLimit,
+    used: i64,
+    oldest: Option<i64>,
+) -> std::result::Result<(), BudgetExhausted> {
+    let used = u32::try_from(used).unwrap_or(u32::MAX);
+    if used < limit.limit {
+        return Ok(());
+    }
+    let window = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
+    Err(BudgetExhausted {
+        budget,
+        used,
+        limit: limit.limit,
+        limit_window: limit.window,
+        free_at: oldest.unwrap_or(0).saturating_add(window),
+    })
+}
+
 /// Maps a database error of a write, turning constraint violations into conflicts the caller
 /// can act on.
 pub(super) fn write_error(
@@ -220,6 +286,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         mod shared {
             use async_trait::async_trait;
+            use reconcilers::certificate::{Budget, BudgetExhausted, BudgetLimit, CertificateRecord};
             use reconcilers::config::{InstanceGroup, RegionConfig};
             use reconcilers::placement::Placed;
             use reconcilers::spec::{ShopRecord, ShopSpec};
@@ -229,8 +296,8 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement, Result, ShopCounts,
-                ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
+                AcmeChallenge, Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement,
+                Result, ShopCounts, ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
             };
             use reconcilers::status::ResourceKind;
 
@@ -238,6 +305,57 @@ macro_rules! impl_store {
             const NOW: &str = <$store>::DB_NOW_MILLIS;
             /// Locks the selected row, or skips it while another transaction holds it.
             const SKIP_LOCKED: &str = <$store>::LOCK_OR_SKIP;
+            /// Starts a transaction that writers of one budget pass through one at a time.
+            const BEGIN_SERIALIZED: &str = <$store>::BEGIN_SERIALIZED;
+            /// Serializes a transaction on a key (`$1`), where the backend needs more than
+            /// [`BEGIN_SERIALIZED`].
+            const KEY_LOCK: Option<&str> = <$store>::KEY_LOCK;
+
+            fn certificate_from_row(row: &DbRow) -> Result<CertificateRecord> {
+                let get = |e| StoreError::Database { operation: "decode certificate", source: e };
+                CertificateRow {
+                    domain: row.try_get(0).map_err(get)?,
+                    shop: row.try_get(1).map_err(get)?,
+                    state: row.try_get(2).map_err(get)?,
+                    order_url: row.try_get(3).map_err(get)?,
+                    acm_arn: row.try_get(4).map_err(get)?,
+                    listener_arn: row.try_get(5).map_err(get)?,
+                    not_before: row.try_get(6).map_err(get)?,
+                    not_after: row.try_get(7).map_err(get)?,
+                    failures: row.try_get(8).map_err(get)?,
+                    last_error: row.try_get(9).map_err(get)?,
+                    next_attempt_at: row.try_get(10).map_err(get)?,
+                    updated_at: row.try_get(11).map_err(get)?,
+                }
+                .into_record()
+            }
+
+            /// The events of a budget inside its window: how many, and the oldest.
+            async fn budget_used<'e, E>(
+                executor: E,
+                budget: Budget,
+                subject: &str,
+                limit: BudgetLimit,
+                now: i64,
+            ) -> Result<(i64, Option<i64>)>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let since = now.saturating_sub(i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX));
+                let row = sqlx::query(
+                    "SELECT COUNT(*), MIN(at) FROM acme_budget_events \
+                     WHERE budget = $1 AND subject = $2 AND at > $3",
+                )
+                .bind(budget.as_str())
+                .bind(subject)
+                .bind(since)
+                .fetch_one(executor)
+                .await
+                .map_err(db("count budget"))?;
+                let used: i64 = row.try_get(0).map_err(db("decode budget"))?;
+                let oldest: Option<i64> = row.try_get(1).map_err(db("decode budget"))?;
+                Ok((used, oldest))
+            }
             const INTENT_COLUMNS: &str =
                 "shop_domain, kind, scope, desired, external_id, created_at, updated_at";
 
@@ -275,6 +393,7 @@ macro_rules! impl_store {
                     row.try_get(8).map_err(get)?,
                     row.try_get(9).map_err(get)?,
                     row.try_get(10).map_err(get)?,
+                    row.try_get(11).map_err(get)?,
                 )
             }
 
@@ -559,7 +678,7 @@ macro_rules! impl_store {
                 async fn put_region_config(&self, config: &RegionConfig, now: i64) -> Result<RegionConfig> {
                     let sql = format!(
                         "INSERT INTO region_configs ({REGION_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                          ON CONFLICT (region) DO UPDATE SET enabled = excluded.enabled, \
                          codebuild_project = excluded.codebuild_project, \
                          artifact_bucket = excluded.artifact_bucket, \
@@ -569,7 +688,8 @@ macro_rules! impl_store {
                          alb_https_listener_arns = excluded.alb_https_listener_arns, \
                          global_accelerator_ips = excluded.global_accelerator_ips, \
                          allowed_parent_domains = excluded.allowed_parent_domains, \
-                         updated_at = excluded.updated_at \
+                         updated_at = excluded.updated_at, \
+                         acme_responder_target_group_arn = excluded.acme_responder_target_group_arn \
                          RETURNING {REGION_COLUMNS}"
                     );
                     let row = sqlx::query(&sql)
@@ -584,6 +704,7 @@ macro_rules! impl_store {
                         .bind(to_json(config.global_accelerator_ips.iter().map(|ip| ip.to_string())))
                         .bind(to_json(config.allowed_parent_domains.iter().map(|d| d.to_string())))
                         .bind(now)
+                        .bind(config.acme_responder_target_group_arn.as_deref())
                         .fetch_one(&self.pool)
                         .await
                         .map_err(db("upsert region config"))?;
@@ -1229,6 +1350,231 @@ macro_rules! impl_store {
                         .await
                         .map_err(db("list intents"))?;
                     rows.iter().map(intent_from_row).collect()
+                }
+
+                async fn certificate(&self, domain: &str) -> Result<Option<CertificateRecord>> {
+                    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM shop_certificates WHERE domain = $1");
+                    let row = sqlx::query(&sql)
+                        .bind(domain)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("select certificate"))?;
+                    row.as_ref().map(certificate_from_row).transpose()
+                }
+
+                async fn shop_certificates(&self, shop_domain: &str) -> Result<Vec<CertificateRecord>> {
+                    let sql = format!(
+                        "SELECT {CERTIFICATE_COLUMNS} FROM shop_certificates WHERE shop_domain = $1 \
+                         ORDER BY domain"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(shop_domain)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("select shop certificates"))?;
+                    rows.iter().map(certificate_from_row).collect()
+                }
+
+                async fn list_certificates(&self) -> Result<Vec<CertificateRecord>> {
+                    let sql = format!("SELECT {CERTIFICATE_COLUMNS} FROM shop_certificates ORDER BY domain");
+                    let rows = sqlx::query(&sql)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list certificates"))?;
+                    rows.iter().map(certificate_from_row).collect()
+                }
+
+                async fn put_certificate(&self, record: &CertificateRecord) -> Result<()> {
+                    let sql = format!(
+                        "INSERT INTO shop_certificates ({CERTIFICATE_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         ON CONFLICT (domain) DO UPDATE SET shop_domain = excluded.shop_domain, \
+                         state = excluded.state, order_url = excluded.order_url, \
+                         acm_arn = excluded.acm_arn, listener_arn = excluded.listener_arn, \
+                         not_before = excluded.not_before, not_after = excluded.not_after, \
+                         failures = excluded.failures, last_error = excluded.last_error, \
+                         next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at"
+                    );
+                    sqlx::query(&sql)
+                        .bind(record.domain.as_str())
+                        .bind(&record.shop)
+                        .bind(record.state.as_str())
+                        .bind(record.order_url.as_deref())
+                        .bind(record.acm_arn.as_deref())
+                        .bind(record.listener_arn.as_deref())
+                        .bind(record.not_before)
+                        .bind(record.not_after)
+                        .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
+                        .bind(record.last_error.as_deref())
+                        .bind(record.next_attempt_at)
+                        .bind(record.updated_at)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("write certificate"))?;
+                    Ok(())
+                }
+
+                async fn delete_certificate(&self, domain: &str) -> Result<bool> {
+                    let result = sqlx::query("DELETE FROM shop_certificates WHERE domain = $1")
+                        .bind(domain)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete certificate"))?;
+                    Ok(result.rows_affected() > 0)
+                }
+
+                async fn take_budget(
+                    &self,
+                    budget: Budget,
+                    subject: &str,
+                    limit: BudgetLimit,
+                    now: i64,
+                ) -> Result<std::result::Result<(), BudgetExhausted>> {
+                    let mut tx = self
+                        .pool
+                        .begin_with(BEGIN_SERIALIZED)
+                        .await
+                        .map_err(db("begin budget"))?;
+                    if let Some(lock) = KEY_LOCK {
+                        sqlx::query(lock)
+                            .bind(format!("acme-budget/{}/{subject}", budget.as_str()))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("lock budget"))?;
+                    }
+                    let (used, oldest) = budget_used(&mut *tx, budget, subject, limit, now).await?;
+                    let verdict = budget_verdict(budget, limit, used, oldest);
+                    if verdict.is_ok() {
+                        let window = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
+                        // Events that left the window count for nothing any more.
+                        sqlx::query(
+                            "DELETE FROM acme_budget_events WHERE budget = $1 AND subject = $2 AND at <= $3",
+                        )
+                        .bind(budget.as_str())
+                        .bind(subject)
+                        .bind(now.saturating_sub(window))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("purge budget"))?;
+                        sqlx::query("INSERT INTO acme_budget_events (budget, subject, at) VALUES ($1, $2, $3)")
+                            .bind(budget.as_str())
+                            .bind(subject)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("take budget"))?;
+                    }
+                    tx.commit().await.map_err(db("commit budget"))?;
+                    Ok(verdict)
+                }
+
+                async fn check_budget(
+                    &self,
+                    budget: Budget,
+                    subject: &str,
+                    limit: BudgetLimit,
+                    now: i64,
+                ) -> Result<std::result::Result<(), BudgetExhausted>> {
+                    let (used, oldest) = budget_used(&self.pool, budget, subject, limit, now).await?;
+                    Ok(budget_verdict(budget, limit, used, oldest))
+                }
+
+                async fn record_budget_event(&self, budget: Budget, subject: &str, now: i64) -> Result<()> {
+                    sqlx::query("INSERT INTO acme_budget_events (budget, subject, at) VALUES ($1, $2, $3)")
+                        .bind(budget.as_str())
+                        .bind(subject)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("record budget event"))?;
+                    Ok(())
+                }
+
+                async fn acme_account(&self, directory_url: &str) -> Result<Option<String>> {
+                    sqlx::query_scalar(
+                        "SELECT credentials FROM acme_accounts WHERE directory_url = $1",
+                    )
+                    .bind(directory_url)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("select acme account"))
+                }
+
+                async fn put_acme_account(
+                    &self,
+                    directory_url: &str,
+                    sealed: &str,
+                    now: i64,
+                ) -> Result<String> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin acme account"))?;
+                    // A concurrent insert of the same directory waits for the first to commit
+                    // and then does nothing, so both read the first one's account.
+                    sqlx::query(
+                        "INSERT INTO acme_accounts (directory_url, credentials, created_at) \
+                         VALUES ($1, $2, $3) ON CONFLICT (directory_url) DO NOTHING",
+                    )
+                    .bind(directory_url)
+                    .bind(sealed)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("insert acme account"))?;
+                    let stored: String = sqlx::query_scalar(
+                        "SELECT credentials FROM acme_accounts WHERE directory_url = $1",
+                    )
+                    .bind(directory_url)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("select acme account"))?;
+                    tx.commit().await.map_err(db("commit acme account"))?;
+                    Ok(stored)
+                }
+
+                async fn put_challenge(&self, challenge: &AcmeChallenge) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO acme_challenges (token, domain, key_authorization, expires_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (token) DO UPDATE SET \
+                         domain = excluded.domain, key_authorization = excluded.key_authorization, \
+                         expires_at = excluded.expires_at",
+                    )
+                    .bind(&challenge.token)
+                    .bind(&challenge.domain)
+                    .bind(&challenge.key_authorization)
+                    .bind(challenge.expires_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("put acme challenge"))?;
+                    Ok(())
+                }
+
+                async fn challenge_response(&self, token: &str, now: i64) -> Result<Option<String>> {
+                    sqlx::query_scalar(
+                        "SELECT key_authorization FROM acme_challenges \
+                         WHERE token = $1 AND expires_at > $2",
+                    )
+                    .bind(token)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("select acme challenge"))
+                }
+
+                async fn remove_challenges(&self, domain: &str) -> Result<u64> {
+                    let result = sqlx::query("DELETE FROM acme_challenges WHERE domain = $1")
+                        .bind(domain)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete acme challenges"))?;
+                    Ok(result.rows_affected())
+                }
+
+                async fn purge_expired_challenges(&self, now: i64) -> Result<u64> {
+                    let result = sqlx::query("DELETE FROM acme_challenges WHERE expires_at <= $1")
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("purge acme challenges"))?;
+                    Ok(result.rows_affected())
                 }
 
                 fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -58,6 +58,11 @@ impl SqliteStore {
     const DB_NOW_MILLIS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
     /// One writer at a time: a claim's transaction already excludes the others.
     const LOCK_OR_SKIP: &str = "";
+    /// Takes the write lock at the start, so a read-then-write transaction never meets a
+    /// snapshot another writer moved.
+    const BEGIN_SERIALIZED: &str = "BEGIN IMMEDIATE";
+    /// The write lock taken by [`Self::BEGIN_SERIALIZED`] already serializes every writer.
+    const KEY_LOCK: Option<&str> = None;
 
     /// One process owns a SQLite file, so the in-process channel reaches every subscriber.
     async fn announce(&self, change: Change) {

@@ -17,6 +17,9 @@ fn region(name: &str) -> RegionConfig {
         alb_https_listener_arns: vec![format!(
             "arn:aws:elasticloadbalancing:{name}:123456789012:listener/app/p/1/2"
         )],
+        acme_responder_target_group_arn: Some(format!(
+            "arn:aws:elasticloadbalancing:{name}:123456789012:targetgroup/acme/3"
+        )),
         global_accelerator_ips: vec!["192.0.2.1".to_owned(), "2001:db8::1".to_owned()],
         allowed_parent_domains: vec!["shops.example".to_owned()],
         updated_at: None,
@@ -126,6 +129,15 @@ async fn invalid_configuration_is_refused() {
                 ..region("us-west-2")
             },
             "artifact_bucket",
+        ),
+        (
+            RegionConfig {
+                acme_responder_target_group_arn: Some(
+                    "arn:aws:elasticloadbalancing:us-west-2:1:loadbalancer/app/p/1".to_owned(),
+                ),
+                ..region("us-west-2")
+            },
+            "acme_responder_target_group_arn",
         ),
         (
             RegionConfig {

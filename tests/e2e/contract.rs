@@ -44,6 +44,8 @@ pub struct Gaps {
     pub deployments_never_progress: bool,
     /// moto's deployment ids are UUIDs; AWS's are `d-` and nine letters and digits.
     pub deployment_ids_not_aws_shaped: bool,
+    /// moto answers DeleteRule for a rule that is gone with success; AWS with RuleNotFound.
+    pub missing_rule_deleted_quietly: bool,
 }
 
 /// One backend with the objects every contract needs already in place.
@@ -59,7 +61,11 @@ pub struct Backend {
     pub run_command: Arc<dyn RunCommand>,
     pub vpc_id: String,
     pub nlb_arn: String,
+    /// The proxy ALB, with an HTTPS listener on 443 and port 80 free.
+    pub alb_arn: String,
     pub alb_listener_arn: String,
+    /// An HTTP target group in the VPC, used by no load balancer: the ACME responder's.
+    pub responder_target_group_arn: String,
     pub name_tag: String,
     pub instance_ids: Vec<String>,
     pub codebuild_project: String,
@@ -143,6 +149,8 @@ contracts!(
     load_balancing::an_nlb_holds_fifty_listeners,
     load_balancing::listener_certificates_attach_and_detach,
     load_balancing::unknown_objects_are_not_found,
+    load_balancing::http_listeners_redirect_and_rules_forward_paths,
+    load_balancing::the_challenge_listener_converges_and_heals,
     certificates::certificates_import_reimport_and_delete,
     builds::builds_start_and_are_found_again,
     builds::a_succeeded_build_wrote_its_artifact,

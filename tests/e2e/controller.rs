@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_INSTALLATION, TAG_SHOP};
+use reconcilers::cloud::{CloudProvider, Fleet, LoadBalancing, TAG_SHOP};
 use reconcilers::sim::ResourceType;
 use reconcilers::status::{ResourceKind, ResourceStatus, SyncState};
-use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
 use shop_controller::grpc::proto::{
     ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, RestartShopRequest,
 };
@@ -15,7 +15,9 @@ use shop_controller::store::Store;
 use reconcilers::sim::{ClockMode, SimConfig, SimulatedAws};
 use shop_controller::grpc::Auth;
 
-use crate::support::{ShopClient, TestServer, TestStore, deploy_request, sqlite_store};
+use crate::support::{
+    ShopClient, TestServer, TestStore, deploy_request, shop_objects, sqlite_store,
+};
 
 pub(crate) fn synced(view: &shop_controller::store::ShopView, kind: ResourceKind) -> bool {
     view.resources.iter().any(|r| {
@@ -87,6 +89,15 @@ pub(crate) async fn start() -> Running {
 
 /// Like [`start`], with this simulated account and controller configuration.
 pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Running {
+    start_with_certificates(sim, config, |_| None).await
+}
+
+/// Like [`start_with`], with the certificate settings `certificates` makes over the store.
+pub(crate) async fn start_with_certificates(
+    sim: SimConfig,
+    config: ControllerConfig,
+    certificates: impl FnOnce(Arc<dyn Store>) -> Option<CertificateSettings>,
+) -> Running {
     let store = sqlite_store().await;
     let aws = Arc::new(SimulatedAws::with_config(sim));
     let nginx_dir = store.dir.path().join("nginx");
@@ -105,7 +116,11 @@ pub(crate) async fn start_with(sim: SimConfig, config: ControllerConfig) -> Runn
         shop_controller::server::services(store.store.clone(), cloud.clone(), Auth::Disabled);
     services.planner = Some(planner);
     let server = TestServer::serve(services).await;
-    let controller = Arc::new(Controller::new(store.store.clone(), cloud, config));
+    let mut controller = Controller::new(store.store.clone(), cloud, config);
+    if let Some(settings) = certificates(store.store.clone()) {
+        controller = controller.with_certificates(settings);
+    }
+    let controller = Arc::new(controller);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let loops = tokio::spawn(controller.clone().run(async move {
         let _ = stopped.await;
@@ -191,7 +206,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         "one deployment per shop"
     );
 
-    let owned = aws.resources_tagged(TAG_INSTALLATION, "e2e");
+    let owned = shop_objects(&aws, "e2e");
     let count = |kind| owned.iter().filter(|r| r.kind == kind).count();
     assert_eq!(count(ResourceType::TargetGroup), 5, "{owned:?}");
     assert_eq!(count(ResourceType::Listener), 5, "{owned:?}");
@@ -332,11 +347,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         aws.resources_tagged(TAG_SHOP, &shops[0]).is_empty(),
         "teardown left objects behind"
     );
-    assert_eq!(
-        aws.resources_tagged(TAG_INSTALLATION, "e2e").len(),
-        8,
-        "the others stay"
-    );
+    assert_eq!(shop_objects(&aws, "e2e").len(), 8, "the others stay");
     assert_eq!(
         store
             .store

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use reconcilers::cloud::{Deployments, Fleet, LoadBalancing, TAG_INSTALLATION, Target};
+use reconcilers::cloud::{Deployments, Fleet, LoadBalancing, Target};
 use reconcilers::sim::ResourceType;
 use reconcilers::status::{ResourceKind, SyncState};
 use shop_controller::controller::ControllerConfig;
@@ -288,7 +288,7 @@ async fn deleted_shops_leave_nothing_tagged_and_give_their_ports_back() {
     })
     .await;
 
-    let left = aws.resources_tagged(TAG_INSTALLATION, INSTALLATION);
+    let left = crate::support::shop_objects(aws, INSTALLATION);
     assert!(left.is_empty(), "teardown left objects behind: {left:?}");
     assert_eq!(nginx_files(&running.nginx_dir), Vec::<String>::new());
     let placements = store.region_placements("eu-west-1").await.expect("list");

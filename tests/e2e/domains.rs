@@ -316,7 +316,9 @@ async fn shopctl_domain_check_prints_fixes_and_fails_on_errors() {
     let store = sqlite_store().await;
     let aws = seeded(&store).await;
     let mut services = server::services(store.store.clone(), Arc::new(aws), Auth::Disabled);
-    services.domains = Some(Arc::new(shop_controller::dev::dev_domains()));
+    services.domains = Some(Arc::new(shop_controller::dev::dev_domains(
+        store.store.clone(),
+    )));
     let server = TestServer::serve(services).await;
     let url = server.url();
     let run = |args: &'static [&'static str]| {
@@ -375,7 +377,9 @@ async fn check_domain_refuses_bad_input_and_servers_without_dns() {
     let cloud: Arc<dyn reconcilers::cloud::CloudProvider> = Arc::new(aws);
     let without = TestServer::start(store.store.clone(), cloud.clone(), Auth::Disabled).await;
     let mut services = server::services(store.store.clone(), cloud, Auth::Disabled);
-    services.domains = Some(Arc::new(shop_controller::dev::dev_domains()));
+    services.domains = Some(Arc::new(shop_controller::dev::dev_domains(
+        store.store.clone(),
+    )));
     let with = TestServer::serve(services).await;
     let request = |domain: &str| shop_controller::grpc::proto::CheckDomainRequest {
         domain: domain.to_owned(),

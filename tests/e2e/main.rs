@@ -10,6 +10,8 @@ mod adapter_errors;
 mod admin;
 mod api;
 mod auth;
+mod certificates;
+mod challenge_listener;
 mod challtestsrv;
 mod contract;
 mod controller;

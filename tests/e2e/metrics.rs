@@ -129,6 +129,10 @@ async fn a_scrape_reports_loops_calls_shops_and_leases_without_shop_names() {
     assert_eq!(sample(&text, ready), Some(1.0));
     let held = sample(&text, "shop_controller_leases_held").expect("leases held");
     assert!(held >= 0.0);
+    let listeners = r#"shop_controller_challenge_listeners{state="converged"}"#;
+    assert_eq!(sample(&text, listeners), Some(1.0), "the dev region's");
+    let failed = r#"shop_controller_challenge_listeners{state="failed"}"#;
+    assert_eq!(sample(&text, failed), Some(0.0));
     assert!(
         !text.contains("metrics-shop"),
         "a shop name became a label:\n{text}"

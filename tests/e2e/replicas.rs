@@ -141,6 +141,11 @@ async fn two_replicas_share_the_shops_and_create_nothing_twice() {
         assert_eq!(count(ResourceType::TargetGroup), 1, "{shop}: {objects:?}");
         assert_eq!(count(ResourceType::Listener), 1, "{shop}: {objects:?}");
     }
+    // The region's challenge listener and rule, under one lease: one of each.
+    let region_objects = aws.resources_tagged(TAG_SHOP, shop_controller::dev::DEV_REGION);
+    let count = |kind: ResourceType| region_objects.iter().filter(|o| o.kind == kind).count();
+    assert_eq!(count(ResourceType::Listener), 1, "{region_objects:?}");
+    assert_eq!(count(ResourceType::ListenerRule), 1, "{region_objects:?}");
     // Both replicas did work: each holds (or held) some of the shops.
     let pool = sqlx::PgPool::connect(&url).await.expect("connect");
     let holders: Vec<String> = sqlx::query("SELECT DISTINCT holder FROM shop_leases")

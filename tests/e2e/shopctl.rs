@@ -44,6 +44,13 @@ async fn readme_examples_apply_and_shops_deploy() {
     assert!(ok, "group put failed: {err}");
     assert_eq!(out.trim(), "instance group shops-eu-a stored");
 
+    let (ok, out, err) = run(&["region", "get", "eu-west-1"]).await.expect("join");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("acme_responder_target_group_arn: arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/acme-responder/"),
+        "the example's responder round-trips: {out}"
+    );
+
     let (ok, out, _) = run(&["group", "list", "--region", "eu-west-1"])
         .await
         .expect("join");

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use reconcilers::Hostname;
+use reconcilers::certificate::{Budget, BudgetLimit, CertificateRecord, CertificateState};
 use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
@@ -393,8 +394,14 @@ async fn configuration_in_use_cannot_be_deleted(store: TestStore) {
     assert!(groups.is_empty());
     let mut config = dev_region_config();
     config.enabled = false;
+    let responder = "arn:aws:elasticloadbalancing:eu-west-1:1:targetgroup/acme/73e2";
+    config.acme_responder_target_group_arn = Some(responder.to_owned());
     let stored = store.put_region_config(&config, 99).await.expect("replace");
     assert_eq!((stored.enabled, stored.updated_at), (false, 99));
+    assert_eq!(
+        stored.acme_responder_target_group_arn.as_deref(),
+        Some(responder)
+    );
     assert_eq!(
         store.list_region_configs().await.expect("list"),
         vec![stored]
@@ -806,6 +813,133 @@ async fn intents_keep_their_place_in_the_queue(store: TestStore) {
     );
 }
 
+async fn certificate_rows_round_trip(store: TestStore) {
+    let store = store.store.clone();
+    let domain = Hostname::parse("shop.example.com").expect("valid");
+    assert_eq!(
+        store.certificate("shop.example.com").await.expect("read"),
+        None
+    );
+    let mut record = CertificateRecord::new(domain, "a.es-hs.com", 5);
+    store.put_certificate(&record).await.expect("insert");
+    assert_eq!(
+        store.certificate("shop.example.com").await.expect("read"),
+        Some(record.clone())
+    );
+
+    record.state = CertificateState::Ready;
+    record.order_url = Some("https://ca/order/1".to_owned());
+    record.acm_arn = Some("arn:aws:acm:eu-west-1:1:certificate/x".to_owned());
+    record.listener_arn = Some("arn:listener".to_owned());
+    record.not_before = Some(100);
+    record.not_after = Some(200);
+    record.failures = 3;
+    record.last_error = Some("challenge rejected".to_owned());
+    record.next_attempt_at = Some(300);
+    record.updated_at = 9;
+    store.put_certificate(&record).await.expect("replace");
+    let other = CertificateRecord::new(
+        Hostname::parse("old.example.com").expect("valid"),
+        "a.es-hs.com",
+        1,
+    );
+    store.put_certificate(&other).await.expect("insert other");
+    let elsewhere = CertificateRecord::new(
+        Hostname::parse("b.example.com").expect("valid"),
+        "b.es-hs.com",
+        1,
+    );
+    store
+        .put_certificate(&elsewhere)
+        .await
+        .expect("insert elsewhere");
+
+    let of_shop = store.shop_certificates("a.es-hs.com").await.expect("list");
+    assert_eq!(of_shop, vec![other.clone(), record.clone()]);
+    assert_eq!(store.list_certificates().await.expect("all").len(), 3);
+    assert!(
+        store
+            .delete_certificate("old.example.com")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !store
+            .delete_certificate("old.example.com")
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        store.shop_certificates("a.es-hs.com").await.expect("list"),
+        vec![record]
+    );
+}
+
+async fn budgets_admit_no_more_than_their_limit(store: TestStore) {
+    let store = store.store.clone();
+    let limit = BudgetLimit {
+        limit: 3,
+        window: std::time::Duration::from_millis(1_000),
+    };
+    // Eight writers race for three slots: exactly three win, whatever the interleaving.
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        racers.spawn(async move {
+            store
+                .take_budget(Budget::NewOrders, "account", limit, 10_000)
+                .await
+                .expect("take")
+        });
+    }
+    let mut granted = 0;
+    while let Some(verdict) = racers.join_next().await {
+        match verdict.expect("joined") {
+            Ok(()) => granted += 1,
+            Err(exhausted) => {
+                assert_eq!((exhausted.used, exhausted.limit), (3, 3));
+                assert_eq!(
+                    exhausted.free_at, 11_000,
+                    "the oldest event leaves at 10 s + 1 s"
+                );
+            }
+        }
+    }
+    assert_eq!(granted, 3);
+    // Other subjects and budgets count apart; the window slides.
+    let other = store
+        .take_budget(Budget::NewOrders, "other-account", limit, 10_000)
+        .await
+        .expect("take");
+    assert_eq!(other, Ok(()));
+    let later = store
+        .take_budget(Budget::NewOrders, "account", limit, 11_001)
+        .await
+        .expect("take");
+    assert_eq!(later, Ok(()), "the events of 10 s left the window");
+
+    for at in [1, 2] {
+        store
+            .record_budget_event(Budget::FailedValidations, "x.example.com", at)
+            .await
+            .expect("record");
+    }
+    let two = BudgetLimit {
+        limit: 2,
+        window: std::time::Duration::from_millis(100),
+    };
+    let checked = store
+        .check_budget(Budget::FailedValidations, "x.example.com", two, 50)
+        .await
+        .expect("check");
+    assert_eq!(checked.map_err(|e| e.free_at), Err(101));
+    let checked = store
+        .check_budget(Budget::FailedValidations, "x.example.com", two, 102)
+        .await
+        .expect("check");
+    assert_eq!(checked, Ok(()));
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -840,6 +974,8 @@ store_suite!(
     only_a_shop_marked_for_deletion_is_removed,
     leases_admit_one_holder_and_fence_the_stale_one,
     intents_keep_their_place_in_the_queue,
+    certificate_rows_round_trip,
+    budgets_admit_no_more_than_their_limit,
 );
 
 #[tokio::test]

@@ -297,3 +297,16 @@ pub async fn dev_server() -> (TestServer, Arc<SimulatedAws>, TestStore) {
         TestServer::start(store.store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
     (server, aws, store)
 }
+
+/// Objects tagged as `installation`'s that belong to shops: without the region-level ones (the
+/// ALB's challenge listener and rule, whose ownership tags name a region, not a shop).
+pub fn shop_objects(
+    aws: &reconcilers::sim::SimulatedAws,
+    installation: &str,
+) -> Vec<reconcilers::sim::TaggedResource> {
+    use reconcilers::cloud::{TAG_INSTALLATION, TAG_SHOP};
+    let region = aws.resources_tagged(TAG_SHOP, dev::DEV_REGION);
+    let mut owned = aws.resources_tagged(TAG_INSTALLATION, installation);
+    owned.retain(|object| !region.contains(object));
+    owned
+}

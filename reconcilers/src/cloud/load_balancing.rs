@@ -1,6 +1,6 @@
-//! Load balancing: NLB target groups and listeners per shop, ALB listener certificates.
-//! Reads are bulk (per load balancer, batches of ARNs) so a resync costs a few calls, not a few
-//! per shop.
+//! Load balancing: NLB target groups and listeners per shop, ALB listener certificates, and
+//! the proxy ALB's HTTP listener with its rules (the ACME HTTP-01 path). Reads are bulk (per
+//! load balancer, batches of ARNs) so a resync costs a few calls, not a few per shop.
 
 use async_trait::async_trait;
 
@@ -87,6 +87,64 @@ pub struct Listener {
     pub protocol: String,
     /// The target group of the default forward action, if that is the action.
     pub target_group_arn: Option<String>,
+    /// What the listener's default rule does.
+    pub default_action: ListenerAction,
+}
+
+/// What a listener's default rule or one of its rules does with a request, as far as the
+/// controller cares to tell actions apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenerAction {
+    /// Forward to one target group.
+    Forward { target_group_arn: String },
+    /// A permanent (301) redirect to `https://#{host}:443/#{path}?#{query}`: the same URL
+    /// over HTTPS.
+    RedirectToHttps,
+    /// Anything else (fixed responses, other redirects, weighted forwards, authentication),
+    /// described in a few words. Only ever observed: asking for one is `Invalid`.
+    Other(String),
+}
+
+/// An HTTP listener of an application load balancer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpListenerSpec {
+    pub load_balancer_arn: String,
+    pub port: u16,
+    pub default_action: ListenerAction,
+    pub tags: Vec<Tag>,
+}
+
+/// A rule of an application load balancer's listener, as DescribeRules shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerRule {
+    pub arn: String,
+    /// 1 to 50000, lowest first; `None` for the default rule, which runs when no other
+    /// rule matches.
+    pub priority: Option<u32>,
+    /// Values of the rule's path-pattern condition (empty for the default rule). Conditions
+    /// on other fields are not shown.
+    pub path_patterns: Vec<String>,
+    pub action: ListenerAction,
+}
+
+impl ListenerRule {
+    /// Whether this is the listener's default rule (its default action).
+    pub fn is_default(&self) -> bool {
+        self.priority.is_none()
+    }
+}
+
+/// A rule to create on a listener: requests whose path matches one of `path_patterns` get
+/// `action`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub listener_arn: String,
+    /// 1 to 50000, unique per listener.
+    pub priority: u32,
+    /// 1 to 5 patterns of at most 128 characters (`*` and `?` are wildcards).
+    pub path_patterns: Vec<String>,
+    pub action: ListenerAction,
+    pub tags: Vec<Tag>,
 }
 
 /// The calls the controller makes on Elastic Load Balancing v2.
@@ -135,6 +193,34 @@ pub trait LoadBalancing: Send + Sync {
     async fn create_listener(&self, spec: &ListenerSpec) -> Result<Listener, CloudError>;
 
     async fn delete_listener(&self, arn: &str) -> Result<(), CloudError>;
+
+    /// Creates an HTTP listener on an application load balancer; an identical listener on
+    /// the port is returned as it is (AWS's rule), a different one is `AlreadyExists`.
+    async fn create_http_listener(&self, spec: &HttpListenerSpec) -> Result<Listener, CloudError>;
+
+    /// Replaces a listener's default action; returns the listener as it now is.
+    async fn modify_listener_default_action(
+        &self,
+        listener_arn: &str,
+        action: &ListenerAction,
+    ) -> Result<Listener, CloudError>;
+
+    /// Every rule of a listener, the default rule included (all pages).
+    async fn describe_rules(&self, listener_arn: &str) -> Result<Vec<ListenerRule>, CloudError>;
+
+    /// Creates a rule; a priority the listener already uses is `AlreadyExists`.
+    async fn create_rule(&self, spec: &RuleSpec) -> Result<ListenerRule, CloudError>;
+
+    /// Replaces a rule's path patterns and action (its priority and tags stay).
+    async fn modify_rule(
+        &self,
+        rule_arn: &str,
+        path_patterns: &[String],
+        action: &ListenerAction,
+    ) -> Result<ListenerRule, CloudError>;
+
+    /// Deletes a rule other than the default one.
+    async fn delete_rule(&self, rule_arn: &str) -> Result<(), CloudError>;
 
     /// Certificate ARNs attached to a listener besides its default one (all pages).
     async fn describe_listener_certificates(

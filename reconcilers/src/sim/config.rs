@@ -89,6 +89,8 @@ pub struct Quotas {
     pub concurrent_builds: usize,
     /// Tags on one ELB or ACM resource (50).
     pub tags_per_resource: usize,
+    /// Rules of one application load balancer, default rules not counted (100).
+    pub rules_per_load_balancer: usize,
 }
 
 impl Default for Quotas {
@@ -102,6 +104,7 @@ impl Default for Quotas {
             deployments_per_group: 1,
             concurrent_builds: 60,
             tags_per_resource: 50,
+            rules_per_load_balancer: 100,
         }
     }
 }

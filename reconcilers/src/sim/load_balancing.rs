@@ -1,6 +1,7 @@
 //! Elastic Load Balancing v2 in the simulated account: load balancers (created by test
-//! controls), target groups, targets and their health, listeners, listener certificates and
-//! tags, with ELB's naming rules, idempotent creates, quotas, paging and errors.
+//! controls), target groups, targets and their health, listeners, listener certificates, the
+//! rules of application load balancers' listeners and tags, with ELB's naming rules,
+//! idempotent creates, quotas, paging and errors.
 //!
 //! Target health follows the instance and the clock: `initial` until the health check passed
 //! `healthy_threshold` times after registration (and after a listener started using the
@@ -13,13 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::cloud::{
-    CloudError, ErrorKind, Listener, ListenerSpec, LoadBalancer, LoadBalancing, Quota, Tag, Target,
-    TargetGroup, TargetGroupSpec, TargetHealth,
+    CloudError, ErrorKind, HttpListenerSpec, Listener, ListenerAction, ListenerRule, ListenerSpec,
+    LoadBalancer, LoadBalancing, Quota, RuleSpec, Tag, Target, TargetGroup, TargetGroupSpec,
+    TargetHealth,
 };
 
 use super::{ResourceType, SimulatedAws, State, error, paging};
 
 mod listeners;
+mod rules;
 mod target_groups;
 mod targets;
 
@@ -72,6 +75,15 @@ struct SimListener {
     tags: Vec<Tag>,
     /// Certificates besides the default one.
     certificates: BTreeSet<String>,
+    /// The ARN of the default rule, which carries the listener's default action.
+    default_rule_arn: String,
+    /// Rules besides the default one, by ARN.
+    rules: BTreeMap<String, SimRule>,
+}
+
+struct SimRule {
+    rule: ListenerRule,
+    tags: Vec<Tag>,
 }
 
 #[derive(Default)]
@@ -98,7 +110,18 @@ impl ElbState {
                 listener.tags.as_slice(),
             )
         });
-        balancers.chain(groups).chain(listeners)
+        let rules = self
+            .listeners
+            .values()
+            .flat_map(|l| &l.rules)
+            .map(|(arn, rule)| {
+                (
+                    ResourceType::ListenerRule,
+                    arn.as_str(),
+                    rule.tags.as_slice(),
+                )
+            });
+        balancers.chain(groups).chain(listeners).chain(rules)
     }
 
     /// Load balancers whose listeners carry the certificate, sorted.
@@ -114,15 +137,40 @@ impl ElbState {
 
     /// The group as DescribeTargetGroups shows it, with the load balancers using it.
     fn describe_group(&self, group: &SimTargetGroup) -> TargetGroup {
-        let using: BTreeSet<String> = self
-            .listeners
-            .values()
-            .filter(|l| l.listener.target_group_arn.as_ref() == Some(&group.group.arn))
-            .map(|l| l.listener.load_balancer_arn.clone())
-            .collect();
         TargetGroup {
-            load_balancer_arns: using.into_iter().collect(),
+            load_balancer_arns: self.forwarding_to(&group.group.arn).into_iter().collect(),
             ..group.group.clone()
+        }
+    }
+
+    /// Load balancers whose listeners or rules forward to the group.
+    fn forwarding_to(&self, group_arn: &str) -> BTreeSet<String> {
+        let forwards = |action: &ListenerAction| matches!(action, ListenerAction::Forward { target_group_arn } if target_group_arn == group_arn);
+        self.listeners
+            .values()
+            .filter(|l| {
+                forwards(&l.listener.default_action)
+                    || l.rules.values().any(|r| forwards(&r.rule.action))
+            })
+            .map(|l| l.listener.load_balancer_arn.clone())
+            .collect()
+    }
+
+    /// Health checks of a group run while something forwards to it: starts them for groups
+    /// newly in use and stops them for groups no longer in use.
+    fn refresh_usage(&mut self, now: Duration) {
+        let used: BTreeSet<String> = self
+            .target_groups
+            .keys()
+            .filter(|arn| !self.forwarding_to(arn).is_empty())
+            .cloned()
+            .collect();
+        for (arn, group) in &mut self.target_groups {
+            if used.contains(arn) {
+                group.in_use_since.get_or_insert(now);
+            } else {
+                group.in_use_since = None;
+            }
         }
     }
 
@@ -133,7 +181,14 @@ impl ElbState {
         if let Some(group) = self.target_groups.get_mut(arn) {
             return Some(&mut group.tags);
         }
-        self.listeners.get_mut(arn).map(|l| &mut l.tags)
+        if self.listeners.contains_key(arn) {
+            return self.listeners.get_mut(arn).map(|l| &mut l.tags);
+        }
+        let listener = self
+            .listeners
+            .values_mut()
+            .find(|l| l.rules.contains_key(arn))?;
+        listener.rules.get_mut(arn).map(|r| &mut r.tags)
     }
 }
 
@@ -231,6 +286,14 @@ impl SimulatedAws {
             listeners::insert_https_listener(&mut state, &lb_arn);
         }
         lb_arn
+    }
+
+    /// Creates an HTTP target group for an application load balancer (the kind an operator
+    /// makes for the ACME responder; the controller only creates TCP groups) and returns its
+    /// ARN.
+    pub fn add_http_target_group(&self, name: &str, port: u16) -> String {
+        let mut state = self.state();
+        target_groups::insert_http(&mut state, name, port)
     }
 
     /// The HTTPS listener on port 443 of a load balancer, if it has one.
@@ -375,6 +438,60 @@ impl LoadBalancing for SimulatedAws {
             "elasticloadbalancing:DeleteListener",
             |state: &mut State| listeners::delete(state, arn),
         )
+        .await
+    }
+
+    async fn create_http_listener(&self, spec: &HttpListenerSpec) -> Result<Listener, CloudError> {
+        self.call(
+            "elasticloadbalancing:CreateListener",
+            |state: &mut State| rules::create_http_listener(state, spec),
+        )
+        .await
+    }
+
+    async fn modify_listener_default_action(
+        &self,
+        listener_arn: &str,
+        action: &ListenerAction,
+    ) -> Result<Listener, CloudError> {
+        self.call(
+            "elasticloadbalancing:ModifyListener",
+            |state: &mut State| rules::modify_default_action(state, listener_arn, action),
+        )
+        .await
+    }
+
+    async fn describe_rules(&self, listener_arn: &str) -> Result<Vec<ListenerRule>, CloudError> {
+        const OPERATION: &str = "elasticloadbalancing:DescribeRules";
+        self.all_pages(OPERATION, |state: &mut State, token| {
+            rules::page_of(state, listener_arn, token)
+        })
+        .await
+    }
+
+    async fn create_rule(&self, spec: &RuleSpec) -> Result<ListenerRule, CloudError> {
+        self.call("elasticloadbalancing:CreateRule", |state: &mut State| {
+            rules::create(state, spec)
+        })
+        .await
+    }
+
+    async fn modify_rule(
+        &self,
+        rule_arn: &str,
+        path_patterns: &[String],
+        action: &ListenerAction,
+    ) -> Result<ListenerRule, CloudError> {
+        self.call("elasticloadbalancing:ModifyRule", |state: &mut State| {
+            rules::modify(state, rule_arn, path_patterns, action)
+        })
+        .await
+    }
+
+    async fn delete_rule(&self, rule_arn: &str) -> Result<(), CloudError> {
+        self.call("elasticloadbalancing:DeleteRule", |state: &mut State| {
+            rules::delete(state, rule_arn)
+        })
         .await
     }
 

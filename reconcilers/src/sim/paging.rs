@@ -10,6 +10,7 @@ use super::error;
 pub(crate) const DESCRIBE_TARGET_GROUPS: usize = 400;
 pub(crate) const DESCRIBE_LISTENERS: usize = 400;
 pub(crate) const DESCRIBE_LISTENER_CERTIFICATES: usize = 400;
+pub(crate) const DESCRIBE_RULES: usize = 400;
 /// DescribeLoadBalancers and DescribeTags take at most 20 ARNs per call.
 pub(crate) const ELB_ARNS_PER_CALL: usize = 20;
 pub(crate) const LIST_BUILDS_FOR_PROJECT: usize = 100;

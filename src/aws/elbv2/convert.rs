@@ -3,10 +3,12 @@
 //! calls here; [`super::ElbLoadBalancing`] makes them.
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    ActionTypeEnum, TargetDescription, TargetHealthDescription,
+    Action, ActionTypeEnum, PathPatternConditionConfig, RedirectActionConfig,
+    RedirectActionStatusCodeEnum, Rule, RuleCondition, TargetDescription, TargetHealthDescription,
 };
 use reconcilers::cloud::{
-    HealthCheck, Listener, LoadBalancer, Tag, Target, TargetGroup, TargetHealth,
+    CloudError, ErrorKind, HealthCheck, Listener, ListenerAction, ListenerRule, LoadBalancer, Tag,
+    Target, TargetGroup, TargetHealth,
 };
 
 type SdkLoadBalancer = aws_sdk_elasticloadbalancingv2::types::LoadBalancer;
@@ -72,7 +74,123 @@ pub(super) fn listener_of(listener: &SdkListener) -> Listener {
             .unwrap_or_default()
             .to_owned(),
         target_group_arn,
+        default_action: action_of(listener.default_actions()),
     }
+}
+
+/// What a list of actions (a default action, a rule's actions) does, in our terms: one
+/// forward to one group, the redirect to HTTPS, or a few words about anything else.
+pub(super) fn action_of(actions: &[Action]) -> ListenerAction {
+    let [action] = actions else {
+        let types: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| a.r#type().map(ActionTypeEnum::as_str))
+            .collect();
+        return ListenerAction::Other(types.join(" then "));
+    };
+    let kind = action.r#type().map_or("none", ActionTypeEnum::as_str);
+    match action.r#type() {
+        Some(ActionTypeEnum::Forward) => {
+            let single = action
+                .forward_config()
+                .and_then(|config| match config.target_groups() {
+                    [only] => only.target_group_arn(),
+                    _ => None,
+                });
+            match action.target_group_arn().or(single) {
+                Some(arn) => ListenerAction::Forward {
+                    target_group_arn: arn.to_owned(),
+                },
+                None => ListenerAction::Other("weighted forward".to_owned()),
+            }
+        }
+        Some(ActionTypeEnum::Redirect)
+            if action.redirect_config().is_some_and(redirects_to_https) =>
+        {
+            ListenerAction::RedirectToHttps
+        }
+        _ => ListenerAction::Other(kind.to_owned()),
+    }
+}
+
+/// A 301 to the same host, path and query on HTTPS port 443; AWS fills in the parts a create
+/// leaves out, so absent parts count as the defaults.
+fn redirects_to_https(config: &RedirectActionConfig) -> bool {
+    let default = |value: Option<&str>, expected: &str| value.is_none_or(|v| v == expected);
+    config.protocol() == Some("HTTPS")
+        && config.port() == Some("443")
+        && config.status_code() == Some(&RedirectActionStatusCodeEnum::Http301)
+        && default(config.host(), "#{host}")
+        && default(config.path(), "/#{path}")
+        && default(config.query(), "#{query}")
+}
+
+/// The request form of an action; `Other` cannot be asked for.
+pub(super) fn sdk_action(
+    operation: &'static str,
+    action: &ListenerAction,
+) -> Result<Action, CloudError> {
+    match action {
+        ListenerAction::Forward { target_group_arn } => Ok(Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(target_group_arn)
+            .build()),
+        ListenerAction::RedirectToHttps => {
+            // Every part spelled out, so the listener reads back the same from AWS and moto.
+            let redirect = RedirectActionConfig::builder()
+                .protocol("HTTPS")
+                .port("443")
+                .host("#{host}")
+                .path("/#{path}")
+                .query("#{query}")
+                .status_code(RedirectActionStatusCodeEnum::Http301)
+                .build();
+            Ok(Action::builder()
+                .r#type(ActionTypeEnum::Redirect)
+                .redirect_config(redirect)
+                .build())
+        }
+        ListenerAction::Other(description) => Err(CloudError::new(
+            ErrorKind::Invalid,
+            operation,
+            format!("the action {description:?} cannot be asked for"),
+        )),
+    }
+}
+
+/// A rule as DescribeRules, CreateRule and ModifyRule answer it.
+pub(super) fn rule_of(rule: &Rule) -> ListenerRule {
+    let priority = rule.priority().and_then(|p| p.parse().ok());
+    let path_patterns = rule
+        .conditions()
+        .iter()
+        .filter(|condition| condition.field() == Some("path-pattern"))
+        .flat_map(|condition| match condition.path_pattern_config() {
+            Some(config) => config.values().to_vec(),
+            None => condition.values().to_vec(),
+        })
+        .collect();
+    ListenerRule {
+        arn: rule.rule_arn().unwrap_or_default().to_owned(),
+        priority: if rule.is_default() == Some(true) {
+            None
+        } else {
+            priority
+        },
+        path_patterns,
+        action: action_of(rule.actions()),
+    }
+}
+
+/// The path-pattern condition of a rule.
+pub(super) fn path_condition(path_patterns: &[String]) -> RuleCondition {
+    let config = PathPatternConditionConfig::builder()
+        .set_values(Some(path_patterns.to_vec()))
+        .build();
+    RuleCondition::builder()
+        .field("path-pattern")
+        .path_pattern_config(config)
+        .build()
 }
 
 pub(super) fn load_balancer_of(lb: &SdkLoadBalancer) -> LoadBalancer {

@@ -210,6 +210,8 @@ pub(crate) struct RegionFile {
     pub(crate) nginx_config_dir: String,
     #[serde(default)]
     pub(crate) alb_https_listener_arns: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) acme_responder_target_group_arn: Option<String>,
     #[serde(default)]
     pub(crate) global_accelerator_ips: Vec<String>,
     pub(crate) allowed_parent_domains: Vec<String>,
@@ -243,6 +245,7 @@ impl From<RegionFile> for RegionConfig {
             proxy_name_tag: file.proxy_name_tag,
             nginx_config_dir: file.nginx_config_dir,
             alb_https_listener_arns: file.alb_https_listener_arns,
+            acme_responder_target_group_arn: file.acme_responder_target_group_arn,
             global_accelerator_ips: file.global_accelerator_ips,
             allowed_parent_domains: file.allowed_parent_domains,
             updated_at: None,
@@ -261,6 +264,7 @@ impl From<RegionConfig> for RegionFile {
             proxy_name_tag: config.proxy_name_tag,
             nginx_config_dir: config.nginx_config_dir,
             alb_https_listener_arns: config.alb_https_listener_arns,
+            acme_responder_target_group_arn: config.acme_responder_target_group_arn,
             global_accelerator_ips: config.global_accelerator_ips,
             allowed_parent_domains: config.allowed_parent_domains,
         }

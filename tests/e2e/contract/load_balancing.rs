@@ -1,7 +1,9 @@
 //! The `LoadBalancing` contract.
 
+use reconcilers::challenge_listener::{self, CHALLENGE_PATH_PATTERN, Change, PORT};
 use reconcilers::cloud::{
-    ErrorKind, HealthCheck, ListenerSpec, Owner, Quota, Tag, Target, TargetGroupSpec,
+    ErrorKind, HealthCheck, HttpListenerSpec, ListenerAction, ListenerSpec, Owner, Quota, RuleSpec,
+    Tag, Target, TargetGroupSpec,
 };
 
 use super::Backend;
@@ -290,4 +292,131 @@ pub(super) async fn unknown_objects_are_not_found(backend: Backend) {
         ),
         "deleting a missing group is done or not found: {error:?}"
     );
+}
+
+fn forward(target_group_arn: &str) -> ListenerAction {
+    ListenerAction::Forward {
+        target_group_arn: target_group_arn.to_owned(),
+    }
+}
+
+pub(super) async fn http_listeners_redirect_and_rules_forward_paths(backend: Backend) {
+    let lb = backend.load_balancing.clone();
+    let responder = backend.responder_target_group_arn.clone();
+    let tags = owner(&backend.region, challenge_listener::RESOURCE).tags();
+    let spec = HttpListenerSpec {
+        load_balancer_arn: backend.alb_arn.clone(),
+        port: PORT,
+        default_action: ListenerAction::RedirectToHttps,
+        tags: tags.clone(),
+    };
+    let listener = lb.create_http_listener(&spec).await.expect("create");
+    assert_eq!((listener.port, listener.protocol.as_str()), (PORT, "HTTP"));
+    assert_eq!(listener.default_action, ListenerAction::RedirectToHttps);
+    let listed = lb.describe_listeners(&backend.alb_arn).await.expect("list");
+    let port_80 = listed.iter().find(|l| l.port == PORT).expect("listed");
+    assert_eq!(port_80.default_action, ListenerAction::RedirectToHttps);
+    let https = listed.iter().find(|l| l.port == 443).expect("https");
+    assert!(
+        matches!(https.default_action, ListenerAction::Other(_)),
+        "a fixed response is neither a forward nor the redirect: {:?}",
+        https.default_action
+    );
+
+    let rule_spec = RuleSpec {
+        listener_arn: listener.arn.clone(),
+        priority: 1,
+        path_patterns: vec![CHALLENGE_PATH_PATTERN.to_owned()],
+        action: forward(&responder),
+        tags,
+    };
+    let rule = lb.create_rule(&rule_spec).await.expect("create rule");
+    assert_eq!(rule.priority, Some(1));
+    assert_eq!(rule.path_patterns, rule_spec.path_patterns);
+    assert_eq!(rule.action, rule_spec.action);
+    let taken = RuleSpec {
+        path_patterns: vec!["/other/*".to_owned()],
+        ..rule_spec.clone()
+    };
+    let error = lb.create_rule(&taken).await.expect_err("priority in use");
+    assert_eq!(error.kind, ErrorKind::AlreadyExists, "{error}");
+
+    let rules = lb.describe_rules(&listener.arn).await.expect("rules");
+    let priorities: Vec<Option<u32>> = rules.iter().map(|r| r.priority).collect();
+    assert_eq!(priorities, [Some(1), None], "ours, then the default rule");
+    assert_eq!(rules[0], rule);
+    assert_eq!(rules[1].action, ListenerAction::RedirectToHttps);
+    assert!(rules[1].path_patterns.is_empty());
+    let tags = lb
+        .describe_tags(std::slice::from_ref(&rule.arn))
+        .await
+        .expect("tags");
+    assert_eq!(
+        Owner::from_tags(&tags[0].1),
+        Some(owner(&backend.region, challenge_listener::RESOURCE))
+    );
+
+    let patterns = vec!["/.well-known/*".to_owned()];
+    let redirect = ListenerAction::RedirectToHttps;
+    let modified = lb
+        .modify_rule(&rule.arn, &patterns, &redirect)
+        .await
+        .expect("modify rule");
+    assert_eq!(
+        (&modified.path_patterns, &modified.action, modified.priority),
+        (&patterns, &redirect, Some(1))
+    );
+    let modified = lb
+        .modify_listener_default_action(&listener.arn, &forward(&responder))
+        .await
+        .expect("modify listener");
+    assert_eq!(modified.default_action, forward(&responder));
+    assert_eq!(
+        modified.target_group_arn.as_deref(),
+        Some(responder.as_str())
+    );
+
+    lb.delete_rule(&rule.arn).await.expect("delete rule");
+    let rules = lb.describe_rules(&listener.arn).await.expect("rules");
+    assert_eq!(rules.len(), 1, "the default rule stays: {rules:?}");
+    let gone = lb.delete_rule(&rule.arn).await;
+    if backend.gaps.missing_rule_deleted_quietly {
+        assert!(gone.is_ok(), "moto learned RuleNotFound: drop the gap");
+    } else {
+        assert_eq!(gone.expect_err("gone").kind, ErrorKind::NotFound);
+    }
+    lb.delete_listener(&listener.arn).await.expect("cleanup");
+}
+
+pub(super) async fn the_challenge_listener_converges_and_heals(backend: Backend) {
+    let lb = backend.load_balancing.clone();
+    let (alb, responder) = (&backend.alb_arn, &backend.responder_target_group_arn);
+    let owner = challenge_listener::owner("contract", &backend.region);
+    let reconcile = || challenge_listener::reconcile(lb.as_ref(), alb, responder, &owner);
+
+    let first = reconcile().await.expect("create");
+    assert_eq!(
+        first.applied,
+        [Change::CreateListener, Change::CreateRule { priority: 1 }]
+    );
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    let second = reconcile().await.expect("converged");
+    assert!(
+        second.applied.is_empty(),
+        "a second run plans nothing: {second:?}"
+    );
+    assert_eq!(second.rule_arn, first.rule_arn);
+
+    let rule_arn = first.rule_arn.expect("our rule");
+    lb.delete_rule(&rule_arn).await.expect("out of band");
+    let healed = reconcile().await.expect("heal");
+    assert_eq!(healed.applied, [Change::CreateRule { priority: 1 }]);
+    let rules = lb
+        .describe_rules(&healed.listener_arn.expect("listener"))
+        .await
+        .expect("rules");
+    assert_eq!(rules[0].action, forward(responder));
+    assert_eq!(rules[0].path_patterns, [CHALLENGE_PATH_PATTERN]);
+    let last = reconcile().await.expect("converged again");
+    assert!(last.applied.is_empty(), "{last:?}");
 }

@@ -10,7 +10,7 @@ use aws_sdk_codebuild::types::{
 use aws_sdk_codedeploy::types::{Ec2TagFilter, Ec2TagFilterType};
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Certificate, FixedResponseActionConfig, LoadBalancerTypeEnum,
-    ProtocolEnum,
+    ProtocolEnum, TargetTypeEnum,
 };
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
@@ -113,6 +113,21 @@ pub(crate) async fn backend() -> Backend {
         .unwrap_or_default()
         .to_owned();
 
+    let responder = elb
+        .create_target_group()
+        .name(unique("acme").chars().take(32).collect::<String>())
+        .protocol(ProtocolEnum::Http)
+        .port(8089)
+        .vpc_id(&vpc_id)
+        .target_type(TargetTypeEnum::Ip)
+        .send()
+        .await
+        .expect("responder target group");
+    let responder_target_group_arn = responder.target_groups()[0]
+        .target_group_arn()
+        .unwrap_or_default()
+        .to_owned();
+
     let s3 = moto_s3().await;
     let bucket = unique("contract-").to_lowercase();
     s3.create_bucket()
@@ -206,7 +221,9 @@ pub(crate) async fn backend() -> Backend {
         run_command: cloud.run_command(REGION),
         vpc_id,
         nlb_arn,
+        alb_arn: alb_arn.clone(),
         alb_listener_arn: String::new(),
+        responder_target_group_arn,
         name_tag,
         instance_ids,
         codebuild_project,
@@ -225,6 +242,7 @@ pub(crate) async fn backend() -> Backend {
             builds_write_no_artifact: true,
             deployments_never_progress: true,
             deployment_ids_not_aws_shaped: true,
+            missing_rule_deleted_quietly: true,
         },
         settle: Box::new(|| Box::pin(async {})),
     };

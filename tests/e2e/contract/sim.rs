@@ -24,6 +24,7 @@ pub(super) async fn backend() -> Backend {
     let alb_listener_arn = aws
         .https_listener_of(&alb_arn)
         .expect("alb has an https listener");
+    let responder_target_group_arn = aws.add_http_target_group(&unique("acme-"), 8089);
     let bucket = unique("contract-").to_lowercase();
     aws.create_bucket(&bucket);
     let source_version = aws.put_object(
@@ -45,7 +46,9 @@ pub(super) async fn backend() -> Backend {
         run_command: aws.clone(),
         vpc_id,
         nlb_arn,
+        alb_arn,
         alb_listener_arn,
+        responder_target_group_arn,
         name_tag,
         instance_ids,
         codebuild_project: unique("build-"),

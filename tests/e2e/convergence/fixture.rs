@@ -5,9 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use reconcilers::cloud::{
-    Builds, Deployment, Deployments, Fleet, LoadBalancing, Owner, TAG_INSTALLATION, Target,
-};
+use reconcilers::cloud::{Builds, Deployment, Deployments, Fleet, LoadBalancing, Owner, Target};
 use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws, TaggedResource};
 use reconcilers::status::ResourceKind;
 use shop_controller::controller::ControllerConfig;
@@ -178,7 +176,7 @@ pub(crate) fn proto_kind(kind: ResourceKind) -> i32 {
 pub(crate) async fn owned_objects(
     aws: &SimulatedAws,
 ) -> BTreeMap<(String, String), Vec<TaggedResource>> {
-    let tagged = aws.resources_tagged(TAG_INSTALLATION, INSTALLATION);
+    let tagged = crate::support::shop_objects(aws, INSTALLATION);
     let (elb, other): (Vec<_>, Vec<_>) = tagged.into_iter().partition(|r| {
         matches!(
             r.kind,

@@ -2,11 +2,12 @@
 //! port, protocols the load balancer type allows, a target group serving one load balancer,
 //! and the listener and certificate quotas.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::cloud::{CloudError, ErrorKind, Listener, ListenerSpec, Page, Quota};
+use crate::cloud::{CloudError, ErrorKind, Listener, ListenerAction, ListenerSpec, Page, Quota};
 
 use super::{LoadBalancerKind, SimListener, State, arn, error, invalid, merge_tags, not_found};
+use crate::cloud::Tag;
 use crate::sim::paging;
 
 const CREATE: &str = "elasticloadbalancing:CreateListener";
@@ -19,17 +20,34 @@ pub(super) fn insert_https_listener(state: &mut State, load_balancer_arn: &str) 
         port: 443,
         protocol: "HTTPS".to_owned(),
         target_group_arn: None,
+        default_action: ListenerAction::Other("fixed-response".to_owned()),
     };
-    let sim = SimListener {
-        listener: listener.clone(),
-        tags: vec![],
-        certificates: BTreeSet::new(),
-    };
+    let sim = new_listener(state, listener.clone(), vec![]);
     state.elb.listeners.insert(listener.arn, sim);
 }
 
+/// A listener as the simulation keeps it, with its default rule's ARN and no other rules.
+pub(super) fn new_listener(state: &mut State, listener: Listener, tags: Vec<Tag>) -> SimListener {
+    SimListener {
+        default_rule_arn: rule_arn(state, &listener.arn),
+        listener,
+        tags,
+        certificates: BTreeSet::new(),
+        rules: BTreeMap::new(),
+    }
+}
+
+/// `listener-rule/{net|app}/{lb name}/{lb id}/{listener id}/{16 hex}`, from the listener's.
+pub(super) fn rule_arn(state: &mut State, listener_arn: &str) -> String {
+    let resource = listener_arn
+        .split_once(":listener/")
+        .map_or("", |(_, resource)| resource);
+    let id = state.rng.hex(16);
+    arn(state, &format!("listener-rule/{resource}/{id}"))
+}
+
 /// `listener/{net|app}/{lb name}/{lb id}/{16 hex}`, from the load balancer's ARN.
-fn listener_arn(state: &mut State, load_balancer_arn: &str) -> String {
+pub(super) fn listener_arn(state: &mut State, load_balancer_arn: &str) -> String {
     let resource = load_balancer_arn
         .split_once(":loadbalancer/")
         .map_or("", |(_, resource)| resource);
@@ -95,17 +113,14 @@ pub(super) fn create(state: &mut State, spec: &ListenerSpec) -> Result<Listener,
         port: spec.port,
         protocol: spec.protocol.clone(),
         target_group_arn: Some(spec.target_group_arn.clone()),
+        default_action: ListenerAction::Forward {
+            target_group_arn: spec.target_group_arn.clone(),
+        },
     };
-    let now = state.now();
-    if let Some(group) = state.elb.target_groups.get_mut(&spec.target_group_arn) {
-        group.in_use_since.get_or_insert(now);
-    }
-    let sim = SimListener {
-        listener: listener.clone(),
-        tags,
-        certificates: BTreeSet::new(),
-    };
+    let sim = new_listener(state, listener.clone(), tags);
     state.elb.listeners.insert(listener.arn.clone(), sim);
+    let now = state.now();
+    state.elb.refresh_usage(now);
     Ok(listener)
 }
 
@@ -145,7 +160,10 @@ fn check_references(state: &State, spec: &ListenerSpec) -> Result<(), CloudError
     Ok(())
 }
 
-fn check_listener_quota(state: &State, load_balancer_arn: &str) -> Result<(), CloudError> {
+pub(super) fn check_listener_quota(
+    state: &State,
+    load_balancer_arn: &str,
+) -> Result<(), CloudError> {
     let count = state
         .elb
         .listeners
@@ -163,27 +181,13 @@ fn check_listener_quota(state: &State, load_balancer_arn: &str) -> Result<(), Cl
 
 pub(super) fn delete(state: &mut State, arn: &str) -> Result<(), CloudError> {
     const OPERATION: &str = "elasticloadbalancing:DeleteListener";
-    let removed = state
+    state
         .elb
         .listeners
         .remove(arn)
         .ok_or_else(|| not_found(OPERATION, "ListenerNotFound", arn))?;
-    let Some(group_arn) = removed.listener.target_group_arn else {
-        return Ok(());
-    };
-    let still_used = state
-        .elb
-        .listeners
-        .values()
-        .any(|l| l.listener.target_group_arn.as_ref() == Some(&group_arn));
-    if let Some(group) = state
-        .elb
-        .target_groups
-        .get_mut(&group_arn)
-        .filter(|_| !still_used)
-    {
-        group.in_use_since = None;
-    }
+    let now = state.now();
+    state.elb.refresh_usage(now);
     Ok(())
 }
 

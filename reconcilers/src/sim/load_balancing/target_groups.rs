@@ -71,17 +71,38 @@ pub(super) fn delete(state: &mut State, arn: &str) -> Result<(), CloudError> {
     if !state.elb.target_groups.contains_key(arn) {
         return Err(not_found(OPERATION, "TargetGroupNotFound", arn));
     }
-    let in_use = state
-        .elb
-        .listeners
-        .values()
-        .any(|l| l.listener.target_group_arn.as_deref() == Some(arn));
-    if in_use {
+    if !state.elb.forwarding_to(arn).is_empty() {
         let message = format!("target group {arn} is currently in use by a listener");
         return Err(invalid(OPERATION, "ResourceInUse", message));
     }
     state.elb.target_groups.remove(arn);
     Ok(())
+}
+
+/// Inserts an HTTP target group with default health checks (a test control: the controller
+/// creates TCP groups only).
+pub(super) fn insert_http(state: &mut State, name: &str, port: u16) -> String {
+    let resource = format!("targetgroup/{name}/{}", state.rng.hex(16));
+    let group = TargetGroup {
+        arn: arn(state, &resource),
+        name: name.to_owned(),
+        port,
+        protocol: "HTTP".to_owned(),
+        vpc_id: state.config.vpc_id.clone(),
+        health_check: HealthCheck {
+            protocol: "HTTP".to_owned(),
+            ..HealthCheck::default()
+        },
+        load_balancer_arns: vec![],
+    };
+    let sim = SimTargetGroup {
+        group: group.clone(),
+        tags: vec![],
+        targets: BTreeMap::new(),
+        in_use_since: None,
+    };
+    state.elb.target_groups.insert(group.arn.clone(), sim);
+    group.arn
 }
 
 /// Whether a create with `spec` is a repeat of the group's create (tags do not count).

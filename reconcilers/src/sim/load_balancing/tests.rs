@@ -407,3 +407,193 @@ async fn listener_certificates_are_listed_and_removed() {
     assert_eq!(missing.map_err(|e| e.kind), Err(ErrorKind::NotFound));
     assert_eq!(after, Ok(vec![]));
 }
+
+fn forward(target_group_arn: &str) -> ListenerAction {
+    ListenerAction::Forward {
+        target_group_arn: target_group_arn.to_owned(),
+    }
+}
+
+fn http_listener(balancer: &str, action: ListenerAction) -> HttpListenerSpec {
+    HttpListenerSpec {
+        load_balancer_arn: balancer.to_owned(),
+        port: 80,
+        default_action: action,
+        tags: vec![Tag::new("shop-controller/resource", "acme_listener")],
+    }
+}
+
+fn rule_spec(listener: &str, priority: u32, group: &str) -> RuleSpec {
+    RuleSpec {
+        listener_arn: listener.to_owned(),
+        priority,
+        path_patterns: vec!["/.well-known/acme-challenge/*".to_owned()],
+        action: forward(group),
+        tags: vec![Tag::new("shop-controller/resource", "acme_listener")],
+    }
+}
+
+#[tokio::test]
+async fn http_listeners_belong_on_application_load_balancers() {
+    let aws = aws();
+    let alb = aws.add_load_balancer(LoadBalancerKind::Application, "proxy");
+    let nlb = aws.add_load_balancer(LoadBalancerKind::Network, "shops");
+    let responder = aws.add_http_target_group("acme", 8089);
+    let tcp_group = aws
+        .create_target_group(&group_spec("tcp", 20000))
+        .await
+        .expect("tcp");
+
+    let on_nlb = aws
+        .create_http_listener(&http_listener(&nlb, ListenerAction::RedirectToHttps))
+        .await;
+    assert_eq!(on_nlb.expect_err("nlb").kind, ErrorKind::Invalid);
+    let to_tcp = aws
+        .create_http_listener(&http_listener(&alb, forward(&tcp_group.arn)))
+        .await;
+    assert_eq!(to_tcp.expect_err("tcp group").kind, ErrorKind::Invalid);
+    let other = ListenerAction::Other("fixed-response".to_owned());
+    let unasked = aws.create_http_listener(&http_listener(&alb, other)).await;
+    assert_eq!(unasked.expect_err("other").kind, ErrorKind::Invalid);
+
+    let spec = http_listener(&alb, ListenerAction::RedirectToHttps);
+    let listener = aws.create_http_listener(&spec).await.expect("http");
+    assert_eq!((listener.port, listener.protocol.as_str()), (80, "HTTP"));
+    assert!(
+        listener.arn.contains(":listener/app/proxy/"),
+        "{}",
+        listener.arn
+    );
+    let again = aws.create_http_listener(&spec).await.expect("identical");
+    assert_eq!(again.arn, listener.arn);
+    let different = aws
+        .create_http_listener(&http_listener(&alb, forward(&responder)))
+        .await;
+    assert_eq!(different.expect_err("taken").kind, ErrorKind::AlreadyExists);
+
+    let modified = aws
+        .modify_listener_default_action(&listener.arn, &forward(&responder))
+        .await
+        .expect("modify");
+    assert_eq!(
+        modified.target_group_arn.as_deref(),
+        Some(responder.as_str())
+    );
+    let groups = aws
+        .describe_target_groups(std::slice::from_ref(&responder))
+        .await;
+    assert_eq!(groups.expect("describe")[0].load_balancer_arns, vec![alb]);
+}
+
+#[tokio::test]
+async fn rules_have_unique_priorities_and_a_default_rule_last() {
+    let aws = aws();
+    let alb = aws.add_load_balancer(LoadBalancerKind::Application, "proxy");
+    let responder = aws.add_http_target_group("acme", 8089);
+    let spec = http_listener(&alb, ListenerAction::RedirectToHttps);
+    let listener = aws.create_http_listener(&spec).await.expect("http").arn;
+
+    let second = aws
+        .create_rule(&rule_spec(&listener, 7, &responder))
+        .await
+        .expect("7");
+    let first = aws
+        .create_rule(&rule_spec(&listener, 1, &responder))
+        .await
+        .expect("1");
+    assert!(
+        first.arn.contains(":listener-rule/app/proxy/"),
+        "{}",
+        first.arn
+    );
+    let taken = aws.create_rule(&rule_spec(&listener, 7, &responder)).await;
+    assert_eq!(
+        taken.expect_err("priority in use").kind,
+        ErrorKind::AlreadyExists
+    );
+    for bad in [0, 50_001] {
+        let error = aws
+            .create_rule(&rule_spec(&listener, bad, &responder))
+            .await;
+        assert_eq!(
+            error.expect_err("priority").kind,
+            ErrorKind::Invalid,
+            "{bad}"
+        );
+    }
+    let mut no_path = rule_spec(&listener, 3, &responder);
+    no_path.path_patterns.clear();
+    assert_eq!(
+        aws.create_rule(&no_path).await.expect_err("path").kind,
+        ErrorKind::Invalid
+    );
+
+    let rules = aws.describe_rules(&listener).await.expect("rules");
+    let priorities: Vec<Option<u32>> = rules.iter().map(|r| r.priority).collect();
+    assert_eq!(priorities, vec![Some(1), Some(7), None]);
+    assert_eq!(rules[2].action, ListenerAction::RedirectToHttps);
+    let tags = aws
+        .describe_tags(std::slice::from_ref(&first.arn))
+        .await
+        .expect("tags");
+    assert_eq!(tags[0].1, spec.tags);
+    assert_eq!(
+        aws.resources_tagged("shop-controller/resource", "acme_listener")
+            .len(),
+        3,
+        "the listener and both rules"
+    );
+
+    let patterns = vec!["/other/*".to_owned()];
+    let modified = aws
+        .modify_rule(&second.arn, &patterns, &ListenerAction::RedirectToHttps)
+        .await
+        .expect("modify");
+    assert_eq!(
+        (modified.path_patterns, modified.priority),
+        (patterns, Some(7))
+    );
+    let default = &rules[2].arn;
+    let error = aws.delete_rule(default).await.expect_err("default rule");
+    assert_eq!(error.kind, ErrorKind::Invalid);
+    aws.delete_rule(&second.arn).await.expect("delete");
+    let gone = aws.delete_rule(&second.arn).await.expect_err("gone");
+    assert_eq!(gone.kind, ErrorKind::NotFound);
+
+    let error = aws
+        .delete_target_group(&responder)
+        .await
+        .expect_err("in use by a rule");
+    assert_eq!(error.kind, ErrorKind::Invalid);
+}
+
+#[tokio::test]
+async fn rule_calls_are_counted_throttled_and_held_to_the_quota() {
+    let mut config = SimConfig::manual();
+    config.quotas.rules_per_load_balancer = 2;
+    let aws = SimulatedAws::with_config(config);
+    let alb = aws.add_load_balancer(LoadBalancerKind::Application, "proxy");
+    let responder = aws.add_http_target_group("acme", 8089);
+    let spec = http_listener(&alb, ListenerAction::RedirectToHttps);
+    let listener = aws.create_http_listener(&spec).await.expect("http").arn;
+
+    aws.fail_next("elasticloadbalancing:CreateRule", ErrorKind::Throttled, 1);
+    let throttled = aws.create_rule(&rule_spec(&listener, 1, &responder)).await;
+    assert_eq!(throttled.expect_err("throttled").kind, ErrorKind::Throttled);
+    assert_eq!(
+        aws.describe_rules(&listener).await.expect("rules").len(),
+        1,
+        "nothing made"
+    );
+    for priority in [1, 2] {
+        aws.create_rule(&rule_spec(&listener, priority, &responder))
+            .await
+            .expect("rule");
+    }
+    let full = aws.create_rule(&rule_spec(&listener, 3, &responder)).await;
+    assert!(
+        matches!(full.expect_err("quota").kind, ErrorKind::QuotaExceeded(Quota::Other(ref q)) if q == "TooManyRules")
+    );
+    assert_eq!(aws.call_count("elasticloadbalancing:CreateRule"), 4);
+    assert_eq!(aws.call_count("elasticloadbalancing:DescribeRules"), 1);
+}

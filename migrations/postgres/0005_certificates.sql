@@ -1,0 +1,17 @@
+-- Custom-domain certificates (issue #5). A certificate row carries the ACME order in flight, so
+-- a crash resumes the order instead of placing another, and the failures in a row that set the
+-- backoff before the next attempt.
+ALTER TABLE shop_certificates ADD COLUMN order_url TEXT;
+ALTER TABLE shop_certificates ADD COLUMN not_before BIGINT;
+ALTER TABLE shop_certificates ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+
+-- What counts against the CA's rate limits, shared by every replica: new orders per account,
+-- failed validations and issued certificates per domain. Events older than the longest window
+-- are purged as new ones are taken.
+CREATE TABLE acme_budget_events (
+    id      BIGSERIAL PRIMARY KEY,
+    budget  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    at      BIGINT NOT NULL
+);
+CREATE INDEX acme_budget_events_subject ON acme_budget_events (budget, subject, at);

@@ -1,0 +1,115 @@
+//! The region loop of the proxy ALB's port-80 ACME challenge listener (#5), end to end over
+//! the simulated AWS: created at start, healed after an out-of-band change, left alone while
+//! another replica holds the region.
+
+use std::time::Duration;
+
+use reconcilers::challenge_listener::{CHALLENGE_PATH_PATTERN, PORT};
+use reconcilers::cloud::{ListenerAction, ListenerRule, LoadBalancing};
+use reconcilers::config::RegionConfig;
+use reconcilers::sim::SimulatedAws;
+use shop_controller::controller::{
+    ChallengeListenerState, ControllerConfig, challenge_listener_lease_key,
+};
+use shop_controller::dev::DEV_REGION;
+use shop_controller::store::{Claim, Store};
+
+use crate::controller::{spawn_controller, start};
+use crate::support::{seeded, sqlite_store};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn region(store: &dyn Store) -> RegionConfig {
+    let config = store.get_region_config(DEV_REGION).await.expect("read");
+    config.expect("the dev seed writes the region")
+}
+
+/// The port-80 listener's rule forwarding the challenge path to `responder`, once there.
+async fn challenge_rule(aws: &SimulatedAws, alb: &str, responder: &str) -> Option<ListenerRule> {
+    let listeners = aws.describe_listeners(alb).await.expect("listeners");
+    let listener = listeners.into_iter().find(|l| l.port == PORT)?;
+    assert_eq!(listener.default_action, ListenerAction::RedirectToHttps);
+    let rules = aws.describe_rules(&listener.arn).await.expect("rules");
+    let forward = ListenerAction::Forward {
+        target_group_arn: responder.to_owned(),
+    };
+    rules
+        .into_iter()
+        .find(|r| r.action == forward && r.path_patterns == [CHALLENGE_PATH_PATTERN])
+}
+
+/// Waits for the challenge rule, other than `not`, to appear.
+async fn rule_appears(aws: &SimulatedAws, config: &RegionConfig, not: Option<&str>) -> String {
+    let alb = config.proxy_alb_arn().expect("one proxy ALB");
+    let responder = config.acme_responder_target_group_arn.as_deref();
+    let responder = responder.expect("the dev seed names a responder");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rule = challenge_rule(aws, &alb, responder).await;
+        if let Some(rule) = rule.filter(|r| Some(r.arn.as_str()) != not) {
+            return rule.arn;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no challenge rule on port {PORT} of {alb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_challenge_listener_is_created_and_healed() {
+    let running = start().await;
+    let config = region(running.store.store.as_ref()).await;
+
+    let rule_arn = rule_appears(&running.aws, &config, None).await;
+    running
+        .aws
+        .delete_rule(&rule_arn)
+        .await
+        .expect("out of band");
+    let healed = rule_appears(&running.aws, &config, Some(&rule_arn)).await;
+    assert_ne!(healed, rule_arn);
+
+    let alb = config.proxy_alb_arn().expect("alb");
+    let listeners = running
+        .aws
+        .describe_listeners(&alb)
+        .await
+        .expect("listeners");
+    assert_eq!(
+        listeners.iter().filter(|l| l.port == PORT).count(),
+        1,
+        "one port-80 listener: {listeners:?}"
+    );
+    let states = running.controller.challenge_listener_states();
+    assert_eq!(
+        states.get(DEV_REGION),
+        Some(&ChallengeListenerState::Converged)
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_held_by_another_replica_is_left_alone() {
+    let store = sqlite_store().await;
+    let aws = seeded(&store).await;
+    let key = challenge_listener_lease_key(DEV_REGION);
+    let claim = store.store.claim_lease(&key, "other-replica", 60_000).await;
+    assert!(matches!(claim, Ok(Claim::Granted(_))), "{claim:?}");
+
+    let config = ControllerConfig::new("e2e", Duration::from_millis(100));
+    let (stop, loops) = spawn_controller(&store, &aws, config);
+    // Several passes' worth of time: none may touch the ALB.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let region = region(store.store.as_ref()).await;
+    let alb = region.proxy_alb_arn().expect("alb");
+    let listeners = aws.describe_listeners(&alb).await.expect("listeners");
+    assert!(
+        listeners.iter().all(|l| l.port != PORT),
+        "a held region got a listener: {listeners:?}"
+    );
+    assert_eq!(aws.call_count("elasticloadbalancing:CreateRule"), 0);
+    let _ = stop.send(());
+    loops.await.expect("loops stop");
+}
