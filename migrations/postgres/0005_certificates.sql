@@ -4,6 +4,8 @@
 ALTER TABLE shop_certificates ADD COLUMN order_url TEXT;
 ALTER TABLE shop_certificates ADD COLUMN not_before BIGINT;
 ALTER TABLE shop_certificates ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+-- Why next_attempt_at is set (SelfCheckFailed, ChallengeRejected, BudgetExhausted).
+ALTER TABLE shop_certificates ADD COLUMN wait_reason TEXT;
 
 -- What counts against the CA's rate limits, shared by every replica: new orders per account,
 -- failed validations and issued certificates per domain. Events older than the longest window

@@ -50,6 +50,38 @@ impl CertificateState {
     }
 }
 
+/// Why a certificate waits for `next_attempt_at` before its next order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WaitReason {
+    /// The self-check (or the DNS diagnosis) found the domain does not reach us.
+    SelfCheckFailed,
+    /// The CA rejected the order's validation.
+    ChallengeRejected,
+    /// A CA rate-limit budget is spent until then.
+    BudgetExhausted,
+}
+
+impl WaitReason {
+    /// The stable name, also the status reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::SelfCheckFailed => "SelfCheckFailed",
+            WaitReason::ChallengeRejected => "ChallengeRejected",
+            WaitReason::BudgetExhausted => "BudgetExhausted",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            WaitReason::SelfCheckFailed,
+            WaitReason::ChallengeRejected,
+            WaitReason::BudgetExhausted,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == value)
+    }
+}
+
 /// One row of `shop_certificates`: a custom domain's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertificateRecord {
@@ -71,6 +103,8 @@ pub struct CertificateRecord {
     pub last_error: Option<String>,
     /// No new order before this time (milliseconds since the Unix epoch).
     pub next_attempt_at: Option<i64>,
+    /// Why `next_attempt_at` is set.
+    pub wait_reason: Option<WaitReason>,
     pub updated_at: i64,
 }
 
@@ -89,6 +123,7 @@ impl CertificateRecord {
             failures: 0,
             last_error: None,
             next_attempt_at: None,
+            wait_reason: None,
             updated_at: now,
         }
     }
@@ -107,8 +142,9 @@ impl CertificateRecord {
     }
 
     /// Records a failed attempt: the error, and when the next may start.
-    pub fn fail(&mut self, error: String, backoff: &Backoff, now: i64) {
+    pub fn fail(&mut self, reason: WaitReason, error: String, backoff: &Backoff, now: i64) {
         self.failures = self.failures.saturating_add(1);
+        self.wait_reason = Some(reason);
         let wait = backoff.after(self.failures);
         self.next_attempt_at = Some(now.saturating_add(millis(wait)));
         self.last_error = Some(error);
@@ -356,17 +392,19 @@ mod tests {
         };
         let mut record = CertificateRecord::new(host("shop.example.com"), "a.es-hs.com", 0);
         record.order_url = Some("https://ca/order/1".to_owned());
-        record.fail("challenge rejected".to_owned(), &backoff, 1_000);
+        let rejected = WaitReason::ChallengeRejected;
+        record.fail(rejected, "challenge rejected".to_owned(), &backoff, 1_000);
+        assert_eq!(record.wait_reason, Some(rejected));
         assert_eq!(record.state, CertificateState::Failed);
         assert_eq!(record.order_url, None);
         assert_eq!(record.next_attempt_at, Some(11_000));
-        record.fail("again".to_owned(), &backoff, 2_000);
+        record.fail(rejected, "again".to_owned(), &backoff, 2_000);
         assert_eq!(record.next_attempt_at, Some(22_000));
         assert_eq!(record.failures, 2);
 
         let mut served = CertificateRecord::new(host("b.example.com"), "b.es-hs.com", 0);
         served.state = CertificateState::Ready;
-        served.fail("renewal failed".to_owned(), &backoff, 0);
+        served.fail(rejected, "renewal failed".to_owned(), &backoff, 0);
         assert_eq!(served.state, CertificateState::Ready, "still served");
     }
 
@@ -382,6 +420,14 @@ mod tests {
             assert_eq!(CertificateState::parse(state.as_str()), Some(state));
         }
         assert_eq!(CertificateState::parse("bogus"), None);
+        for reason in [
+            WaitReason::SelfCheckFailed,
+            WaitReason::ChallengeRejected,
+            WaitReason::BudgetExhausted,
+        ] {
+            assert_eq!(WaitReason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(WaitReason::parse("bogus"), None);
     }
 
     #[test]

@@ -19,5 +19,6 @@ pub mod source;
 pub mod spec;
 pub mod status;
 pub mod target_group;
+pub mod x509;
 
 pub use hostname::{Hostname, HostnameError};

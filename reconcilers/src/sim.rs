@@ -30,7 +30,6 @@ mod load_balancing;
 mod paging;
 mod run_command;
 mod storage;
-mod x509;
 
 pub use acme::{SimAcme, SimAcmeConfig};
 pub use certificates::CertificateFacts;

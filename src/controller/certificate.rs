@@ -20,6 +20,7 @@ use std::time::Duration;
 use reconcilers::Hostname;
 use reconcilers::certificate::{
     self, Backoff, Budget, BudgetExhausted, Budgets, CertificateRecord, CertificateState,
+    WaitReason,
 };
 use reconcilers::cloud::{
     Acme, AcmeOrder, CloudError, Domains, ErrorKind, FetchError, IssuedCertificate, OrderStatus,
@@ -259,7 +260,12 @@ impl Controller {
         let domain = record.domain.clone();
         if let Err(why) = preflight(settings, region, &domain, now).await {
             tracing::info!(%domain, %why, "self-check failed; no order placed");
-            record.fail(why, &settings.self_check_backoff, now);
+            record.fail(
+                WaitReason::SelfCheckFailed,
+                why,
+                &settings.self_check_backoff,
+                now,
+            );
             self.save(lease, record).await?;
             return Err(Blocked {
                 outcome: requeue_at(record.next_attempt_at, now),
@@ -310,6 +316,7 @@ impl Controller {
         };
         tracing::info!(domain = %record.domain, budget = exhausted.budget.as_str(), "budget exhausted; waiting");
         record.next_attempt_at = Some(exhausted.free_at);
+        record.wait_reason = Some(WaitReason::BudgetExhausted);
         record.last_error = Some(exhausted.to_string());
         self.save(lease, record).await?;
         Err(Blocked {
@@ -369,7 +376,12 @@ impl Controller {
                             "http://{}/.well-known/acme-challenge/{} {why}; the CA was not asked",
                             challenge.domain, challenge.token
                         );
-                        record.fail(why, &settings.self_check_backoff, now);
+                        record.fail(
+                            WaitReason::SelfCheckFailed,
+                            why,
+                            &settings.self_check_backoff,
+                            now,
+                        );
                         self.store.remove_challenges(domain.as_str()).await?;
                         self.save(lease, record).await?;
                         return Err(Blocked {
@@ -428,6 +440,7 @@ impl Controller {
                     .await?;
                 self.store.remove_challenges(domain.as_str()).await?;
                 record.fail(
+                    WaitReason::ChallengeRejected,
                     format!("the CA rejected the order: {why}"),
                     &settings.backoff,
                     now,
@@ -515,6 +528,7 @@ impl Controller {
         record.failures = 0;
         record.last_error = None;
         record.next_attempt_at = None;
+        record.wait_reason = None;
         if record.state != CertificateState::Ready {
             record.state = CertificateState::Issued;
         }
@@ -775,7 +789,11 @@ fn rejection(order: &AcmeOrder) -> String {
 fn backing_off(record: &CertificateRecord, next: i64, now: i64) -> Blocked {
     Blocked {
         outcome: requeue_at(Some(next), now),
-        ..backing_off_as(record, "BackingOff", now)
+        ..backing_off_as(
+            record,
+            record.wait_reason.map_or("BackingOff", WaitReason::as_str),
+            now,
+        )
     }
 }
 
@@ -785,11 +803,13 @@ fn backing_off_as(record: &CertificateRecord, reason: &'static str, now: i64) ->
         .as_deref()
         .unwrap_or("an earlier attempt failed");
     let message = match record.next_attempt_at {
-        Some(next) if next > now => format!(
-            "{error} (failure {} in a row; next attempt at {})",
-            record.failures,
-            rfc3339(next)
-        ),
+        Some(next) if next > now && record.wait_reason != Some(WaitReason::BudgetExhausted) => {
+            format!(
+                "{error} (failure {} in a row; next attempt at {})",
+                record.failures,
+                rfc3339(next)
+            )
+        }
         _ => error.to_owned(),
     };
     Blocked {

@@ -6,7 +6,7 @@
 
 use reconcilers::Hostname;
 use reconcilers::certificate::{
-    Budget, BudgetExhausted, BudgetLimit, CertificateRecord, CertificateState,
+    Budget, BudgetExhausted, BudgetLimit, CertificateRecord, CertificateState, WaitReason,
 };
 use reconcilers::config::{InstanceGroup, RegionConfig};
 use reconcilers::spec::{BucketName, RegionName, ShopRecord, ShopSpec, SourceVersion};
@@ -201,7 +201,8 @@ pub(super) fn status_from_parts(
 
 /// Certificate columns, in the order [`CertificateRow`] holds them.
 pub(super) const CERTIFICATE_COLUMNS: &str = "domain, shop_domain, state, order_url, acm_arn, \
-    listener_arn, not_before, not_after, failures, last_error, next_attempt_at, updated_at";
+    listener_arn, not_before, not_after, failures, last_error, next_attempt_at, wait_reason, \
+    updated_at";
 
 /// The raw columns of a `shop_certificates` row.
 pub(super) struct CertificateRow {
@@ -216,6 +217,7 @@ pub(super) struct CertificateRow {
     pub(super) failures: i32,
     pub(super) last_error: Option<String>,
     pub(super) next_attempt_at: Option<i64>,
+    pub(super) wait_reason: Option<String>,
     pub(super) updated_at: i64,
 }
 
@@ -234,6 +236,7 @@ impl CertificateRow {
             failures: u32::try_from(self.failures).unwrap_or(0),
             last_error: self.last_error,
             next_attempt_at: self.next_attempt_at,
+            wait_reason: self.wait_reason.as_deref().and_then(WaitReason::parse),
             updated_at: self.updated_at,
         })
     }
@@ -286,7 +289,9 @@ macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         mod shared {
             use async_trait::async_trait;
-            use reconcilers::certificate::{Budget, BudgetExhausted, BudgetLimit, CertificateRecord};
+            use reconcilers::certificate::{
+                Budget, BudgetExhausted, BudgetLimit, CertificateRecord, WaitReason,
+            };
             use reconcilers::config::{InstanceGroup, RegionConfig};
             use reconcilers::placement::Placed;
             use reconcilers::spec::{ShopRecord, ShopSpec};
@@ -325,7 +330,8 @@ macro_rules! impl_store {
                     failures: row.try_get(8).map_err(get)?,
                     last_error: row.try_get(9).map_err(get)?,
                     next_attempt_at: row.try_get(10).map_err(get)?,
-                    updated_at: row.try_get(11).map_err(get)?,
+                    wait_reason: row.try_get(11).map_err(get)?,
+                    updated_at: row.try_get(12).map_err(get)?,
                 }
                 .into_record()
             }
@@ -1387,13 +1393,14 @@ macro_rules! impl_store {
                 async fn put_certificate(&self, record: &CertificateRecord) -> Result<()> {
                     let sql = format!(
                         "INSERT INTO shop_certificates ({CERTIFICATE_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                          ON CONFLICT (domain) DO UPDATE SET shop_domain = excluded.shop_domain, \
                          state = excluded.state, order_url = excluded.order_url, \
                          acm_arn = excluded.acm_arn, listener_arn = excluded.listener_arn, \
                          not_before = excluded.not_before, not_after = excluded.not_after, \
                          failures = excluded.failures, last_error = excluded.last_error, \
-                         next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at"
+                         next_attempt_at = excluded.next_attempt_at, \
+                         wait_reason = excluded.wait_reason, updated_at = excluded.updated_at"
                     );
                     sqlx::query(&sql)
                         .bind(record.domain.as_str())
@@ -1407,6 +1414,7 @@ macro_rules! impl_store {
                         .bind(i32::try_from(record.failures).unwrap_or(i32::MAX))
                         .bind(record.last_error.as_deref())
                         .bind(record.next_attempt_at)
+                        .bind(record.wait_reason.map(WaitReason::as_str))
                         .bind(record.updated_at)
                         .execute(&self.pool)
                         .await

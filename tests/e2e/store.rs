@@ -836,6 +836,7 @@ async fn certificate_rows_round_trip(store: TestStore) {
     record.failures = 3;
     record.last_error = Some("challenge rejected".to_owned());
     record.next_attempt_at = Some(300);
+    record.wait_reason = Some(reconcilers::certificate::WaitReason::ChallengeRejected);
     record.updated_at = 9;
     store.put_certificate(&record).await.expect("replace");
     let other = CertificateRecord::new(

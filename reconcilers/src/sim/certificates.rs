@@ -3,7 +3,7 @@
 //! account quota, and "in use" computed from the simulated listeners.
 //!
 //! A certificate's domain (first DNS alternative name, else the common name) and `notAfter`
-//! are read from the PEM by a small DER walker ([`super::x509`]). Facts registered with
+//! are read from the PEM by a small DER walker ([`crate::x509`]). Facts registered with
 //! [`SimulatedAws::set_certificate_facts`] for a PEM take precedence, so tests can use fake PEM
 //! text; a PEM that is neither readable nor registered has an empty domain and no expiry.
 
@@ -16,7 +16,8 @@ use crate::cloud::{
 };
 
 use super::load_balancing::merge_tags;
-use super::{ResourceType, SimulatedAws, State, error, paging, x509};
+use super::{ResourceType, SimulatedAws, State, error, paging};
+use crate::x509;
 
 /// ACM refuses private keys larger than this.
 const MAX_PRIVATE_KEY_BYTES: usize = 5 * 1024;
@@ -124,6 +125,7 @@ fn facts_of(state: &State, certificate_pem: &str) -> CertificateFacts {
     let parsed = x509::parse_pem(certificate_pem);
     let parsed = parsed.unwrap_or(x509::Parsed {
         domain: None,
+        not_before: None,
         not_after: None,
     });
     CertificateFacts {

@@ -1,7 +1,7 @@
-//! Just enough X.509 for ACM's describe: the domain (the first DNS name of the subject
-//! alternative names, else the subject's common name) and `notAfter`, read from a PEM
-//! certificate with a small DER walker. Anything it cannot read yields `None`; the simulation
-//! then falls back to facts a test registered.
+//! Just enough X.509 for what the controller and the simulated ACM read of a certificate: the
+//! domain (the first DNS name of the subject alternative names, else the subject's common
+//! name) and the validity, read from a PEM certificate with a small DER walker. Anything it
+//! cannot read yields `None`.
 
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_UTC_TIME: u8 = 0x17;
@@ -18,14 +18,16 @@ const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
 
 /// What ACM reads from a certificate.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Parsed {
-    pub(crate) domain: Option<String>,
+pub struct Parsed {
+    pub domain: Option<String>,
     /// Milliseconds since the Unix epoch.
-    pub(crate) not_after: Option<i64>,
+    pub not_before: Option<i64>,
+    /// Milliseconds since the Unix epoch.
+    pub not_after: Option<i64>,
 }
 
 /// Reads the first certificate of a PEM text.
-pub(crate) fn parse_pem(pem: &str) -> Option<Parsed> {
+pub fn parse_pem(pem: &str) -> Option<Parsed> {
     let der = pem_body(pem)?;
     let (_, certificate, _) = element(&der)?;
     let (_, tbs, _) = element(certificate)?;
@@ -38,6 +40,9 @@ pub(crate) fn parse_pem(pem: &str) -> Option<Parsed> {
     let alt_name = extensions.and_then(|(_, body)| first_dns_name(body));
     Some(Parsed {
         domain: alt_name.or_else(|| common_name(subject)),
+        not_before: elements(validity)?
+            .first()
+            .and_then(|(tag, t)| time(*tag, t)),
         not_after: elements(validity)?
             .get(1)
             .and_then(|(tag, t)| time(*tag, t)),
@@ -216,6 +221,8 @@ F7urJ5Wn3Oeoq42imiIkur5yyV8=\n\
             let parsed = parse_pem(pem).expect("a certificate");
             assert_eq!(parsed.domain.as_deref(), Some(domain));
             assert_eq!(parsed.not_after, Some(not_after));
+            let not_before = parsed.not_before.expect("validity starts");
+            assert!(not_before < not_after, "{not_before} < {not_after}");
         }
     }
 
