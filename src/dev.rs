@@ -12,7 +12,7 @@ use std::sync::Arc;
 use reconcilers::Hostname;
 use reconcilers::cloud::DnsAnswers;
 use reconcilers::config::{InstanceGroup, RegionConfig};
-use reconcilers::sim::{ChallengeSource, LoadBalancerKind, SimDomains, SimulatedAws};
+use reconcilers::sim::{LoadBalancerKind, SimDomains, SimulatedAws};
 use reconcilers::source::build_stored_zip;
 use reconcilers::spec::{BucketName, RegionName};
 
@@ -84,8 +84,8 @@ pub fn dev_region_config_with(alb_listener: &str) -> RegionConfig {
 }
 
 /// The simulated DNS of the dev controller: [`DEV_SAMPLE_DOMAINS`], with the dev region's
-/// static IPs leading to us.
-pub fn dev_domains() -> SimDomains {
+/// static IPs leading to our responder, which answers from `store`'s challenges.
+pub fn dev_domains(store: Arc<dyn Store>) -> SimDomains {
     let region_ips = dev_region_config().global_accelerator_ips;
     let ours: Vec<Ipv4Addr> = region_ips
         .iter()
@@ -97,7 +97,7 @@ pub fn dev_domains() -> SimDomains {
     let cloudflare = Ipv4Addr::new(104, 16, 0, 1);
     // Cloudflare's proxy forwards to our static IPs, so its address leads to us too.
     let served = region_ips.into_iter().chain([cloudflare.into()]).collect();
-    let domains = SimDomains::new(served, Arc::new(NoPendingChallenges));
+    let domains = SimDomains::new(served, Arc::new(StoreChallenges(store)));
     let samples = [
         DnsAnswers {
             a: ours.clone(),
@@ -118,18 +118,6 @@ pub fn dev_domains() -> SimDomains {
         domains.set_records(&name, answers);
     }
     domains
-}
-
-/// The dev controller issues no certificates yet, so no challenge is ever pending; probes are
-/// answered by [`SimDomains`] itself.
-// TODO(#5): answer from the certificate kind's pending challenges once it runs in dev mode.
-struct NoPendingChallenges;
-
-#[async_trait::async_trait]
-impl ChallengeSource for NoPendingChallenges {
-    async fn answer(&self, _token: &str) -> Option<String> {
-        None
-    }
 }
 
 /// The region config of the dev controller with a placeholder listener, for tests that need

@@ -77,10 +77,11 @@ async fn main() -> anyhow::Result<()> {
                 controller: Some(controller.clone()),
             };
             start_metrics(&args.metrics, sources).await?;
+            let domains = Arc::new(dev::dev_domains(store.clone()));
             let mut services = server::services(store, cloud.clone(), Auth::Disabled);
             services.dev_cloud = Some(cloud);
             services.planner = Some(controller.clone());
-            services.domains = Some(Arc::new(dev::dev_domains()));
+            services.domains = Some(domains);
             let grace = std::time::Duration::from_secs(5);
             server::serve_and_reconcile(listener, services, None, Some(controller), grace).await?;
         }

@@ -316,7 +316,9 @@ async fn shopctl_domain_check_prints_fixes_and_fails_on_errors() {
     let store = sqlite_store().await;
     let aws = seeded(&store).await;
     let mut services = server::services(store.store.clone(), Arc::new(aws), Auth::Disabled);
-    services.domains = Some(Arc::new(shop_controller::dev::dev_domains()));
+    services.domains = Some(Arc::new(shop_controller::dev::dev_domains(
+        store.store.clone(),
+    )));
     let server = TestServer::serve(services).await;
     let url = server.url();
     let run = |args: &'static [&'static str]| {
@@ -366,4 +368,48 @@ async fn shopctl_domain_check_prints_fixes_and_fails_on_errors() {
     .await
     .expect("join");
     assert!(!ok && err.contains("not configured"), "{err}");
+}
+
+#[tokio::test]
+async fn check_domain_refuses_bad_input_and_servers_without_dns() {
+    let store = sqlite_store().await;
+    let aws = seeded(&store).await;
+    let cloud: Arc<dyn reconcilers::cloud::CloudProvider> = Arc::new(aws);
+    let without = TestServer::start(store.store.clone(), cloud.clone(), Auth::Disabled).await;
+    let mut services = server::services(store.store.clone(), cloud, Auth::Disabled);
+    services.domains = Some(Arc::new(shop_controller::dev::dev_domains(
+        store.store.clone(),
+    )));
+    let with = TestServer::serve(services).await;
+    let request = |domain: &str| shop_controller::grpc::proto::CheckDomainRequest {
+        domain: domain.to_owned(),
+        region: String::new(),
+    };
+
+    let unavailable = without
+        .shops()
+        .await
+        .check_domain(request("shop.example.com"))
+        .await
+        .expect_err("no dns");
+    let invalid = with
+        .shops()
+        .await
+        .check_domain(request("*.example.com"))
+        .await
+        .expect_err("wildcard");
+    let checked = with
+        .shops()
+        .await
+        .check_domain(request("shop.example.com"))
+        .await
+        .expect("checked")
+        .into_inner();
+
+    assert_eq!(unavailable.code(), tonic::Code::Unavailable);
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument);
+    assert_eq!(checked.region, "eu-west-1");
+    assert!(!checked.blocked);
+    let codes: Vec<&str> = checked.findings.iter().map(|f| f.code.as_str()).collect();
+    assert_eq!(codes, ["PointsAtRegion", "CaaAllowsCa", "SelfCheckPassed"]);
 }
