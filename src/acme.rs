@@ -55,9 +55,13 @@ pub struct AcmeConfig {
 /// Why the ACME account could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeSetupError {
-    #[error("the ACME encryption key must be 32 bytes in base64 (generate one with `head -c 32 /dev/urandom | base64`)")]
+    #[error(
+        "the ACME encryption key must be 32 bytes in base64 (generate one with `head -c 32 /dev/urandom | base64`)"
+    )]
     BadKey,
-    #[error("the stored ACME account cannot be opened with this encryption key (was the key changed?)")]
+    #[error(
+        "the stored ACME account cannot be opened with this encryption key (was the key changed?)"
+    )]
     Unseal,
     #[error("the stored ACME account is unreadable: {0}")]
     Credentials(String),
@@ -253,8 +257,7 @@ async fn view(order: &mut Order) -> Result<AcmeOrder, CloudError> {
     let mut challenges = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
-        let mut authorization =
-            authorization.map_err(|e| classify("acme:GetAuthorization", e))?;
+        let mut authorization = authorization.map_err(|e| classify("acme:GetAuthorization", e))?;
         let Identifier::Dns(name) = &authorization.identifier().identifier.clone() else {
             continue;
         };
@@ -405,6 +408,59 @@ impl Acme for AcmeClient {
     }
 }
 
+/// An [`AcmeClient`] connected on first use (and again after a failed connect), so the
+/// controller starts and serves while the CA is unreachable; certificates wait meanwhile.
+pub struct LazyAcme {
+    config: AcmeConfig,
+    store: Arc<dyn Store>,
+    client: tokio::sync::OnceCell<AcmeClient>,
+}
+
+impl LazyAcme {
+    /// Checks the configuration now (a bad key fails the start), connects later.
+    pub fn new(config: AcmeConfig, store: Arc<dyn Store>) -> Result<Self, AcmeSetupError> {
+        Sealer::new(&config.encryption_key)?;
+        Ok(Self {
+            config,
+            store,
+            client: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&AcmeClient, CloudError> {
+        self.client
+            .get_or_try_init(|| AcmeClient::connect(&self.config, self.store.clone()))
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "could not set up the acme account");
+                let kind = match error {
+                    AcmeSetupError::Ca { .. } | AcmeSetupError::Store(_) => ErrorKind::Transient,
+                    _ => ErrorKind::Other,
+                };
+                CloudError::new(kind, "acme:NewAccount", error)
+            })
+    }
+}
+
+#[async_trait]
+impl Acme for LazyAcme {
+    async fn new_order(&self, domain: &Hostname) -> Result<AcmeOrder, CloudError> {
+        self.client().await?.new_order(domain).await
+    }
+
+    async fn order(&self, url: &str) -> Result<AcmeOrder, CloudError> {
+        self.client().await?.order(url).await
+    }
+
+    async fn challenges_ready(&self, url: &str) -> Result<(), CloudError> {
+        self.client().await?.challenges_ready(url).await
+    }
+
+    async fn finalize(&self, url: &str) -> Result<Option<IssuedCertificate>, CloudError> {
+        self.client().await?.finalize(url).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,17 +474,26 @@ mod tests {
         let sealer = Sealer::new(&key()).expect("key");
         let sealed = sealer.seal(b"account key").expect("seal");
         assert!(!sealed.contains("account"));
-        assert_ne!(sealed, sealer.seal(b"account key").expect("seal"), "fresh nonce");
+        assert_ne!(
+            sealed,
+            sealer.seal(b"account key").expect("seal"),
+            "fresh nonce"
+        );
         assert_eq!(sealer.open(&sealed).expect("open"), b"account key");
 
         let other = Sealer::new(&Secret::new(BASE64.encode([8u8; 32]))).expect("key");
         assert!(matches!(other.open(&sealed), Err(AcmeSetupError::Unseal)));
-        assert!(matches!(sealer.open("bm9wZQ=="), Err(AcmeSetupError::Unseal)));
+        assert!(matches!(
+            sealer.open("bm9wZQ=="),
+            Err(AcmeSetupError::Unseal)
+        ));
     }
 
     #[test]
     fn a_key_of_the_wrong_size_is_refused_without_echoing_it() {
-        let error = Sealer::new(&Secret::new("c2hvcnQ=")).err().expect("refused");
+        let error = Sealer::new(&Secret::new("c2hvcnQ="))
+            .err()
+            .expect("refused");
         assert!(matches!(error, AcmeSetupError::BadKey));
         assert!(!error.to_string().contains("c2hvcnQ"));
     }

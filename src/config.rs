@@ -177,7 +177,11 @@ pub struct AcmeArgs {
     #[arg(long, env = "SHOP_CONTROLLER_ACME_CONTACT", value_delimiter = ',')]
     pub acme_contact: Vec<String>,
     /// 32 random bytes in base64 that seal the ACME account key in the database.
-    #[arg(long, env = "SHOP_CONTROLLER_ACME_ENCRYPTION_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SHOP_CONTROLLER_ACME_ENCRYPTION_KEY",
+        hide_env_values = true
+    )]
     pub acme_encryption_key: Option<Secret>,
     /// A file holding the encryption key instead (a mounted Secret).
     #[arg(long, env = "SHOP_CONTROLLER_ACME_ENCRYPTION_KEY_FILE")]

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use reconcilers::cloud::CloudProvider;
+use reconcilers::cloud::Domains;
 use reconcilers::sim::SimulatedAws;
+use reconcilers::sim::{SimAcme, SimAcmeConfig};
+use shop_controller::acme::{AcmeConfig, LazyAcme, responder};
 use shop_controller::aws::{AwsCloud, AwsOptions};
+use shop_controller::config::AcmeArgs;
 use shop_controller::config::{Cli, Command, LogFormat, MetricsArgs};
-use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
 use shop_controller::domains::DnsDomains;
 use shop_controller::grpc::Auth;
 use shop_controller::{dev, metrics, server, store};
@@ -35,8 +39,24 @@ async fn main() -> anyhow::Result<()> {
             let mut config =
                 ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
             config.lease.ttl = args.reconcile.lease_ttl;
+            let domains: Arc<dyn Domains> =
+                Arc::new(DnsDomains::new(&args.domains).context("set up domain checks")?);
             // PlanShop runs the loops' observe and diff, so a server without loops plans too.
-            let planner = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
+            let mut planner = Controller::new(store.clone(), cloud.clone(), config);
+            if let Some(acme) = acme_config(&args.acme)? {
+                let ca = LazyAcme::new(acme, store.clone()).context("set up the ACME account")?;
+                let mut settings = CertificateSettings::new(Arc::new(ca), domains.clone());
+                settings.slots_per_listener = args.acme.certificate_slots;
+                planner = planner.with_certificates(settings);
+            }
+            if let Some(address) = args.acme.acme_listen {
+                let responder = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listen on {address} for ACME challenges"))?;
+                let served = responder::serve(responder, store.clone(), server::shutdown_signal());
+                tokio::spawn(served);
+            }
+            let planner = Arc::new(planner);
             let controller = args.reconcile.reconcile.then(|| planner.clone());
             let sources = metrics::Sources {
                 store: store.clone(),
@@ -44,10 +64,9 @@ async fn main() -> anyhow::Result<()> {
                 controller: controller.clone(),
             };
             start_metrics(&args.metrics, sources).await?;
-            let domains = DnsDomains::new(&args.domains).context("set up domain checks")?;
             let mut services = server::services(store, cloud, auth);
             services.planner = Some(planner);
-            services.domains = Some(Arc::new(domains));
+            services.domains = Some(domains);
             server::serve_and_reconcile(listener, services, tls, controller, args.shutdown_grace)
                 .await?;
         }
@@ -70,14 +89,18 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(address = %args.listen, database = %args.database.display(), "dev controller ready");
             let cloud: Arc<dyn CloudProvider> = Arc::new(aws);
             let config = ControllerConfig::new("dev", args.resync);
-            let controller = Arc::new(Controller::new(store.clone(), cloud.clone(), config));
+            let domains = Arc::new(dev::dev_domains(store.clone()));
+            // A simulated CA that validates through the simulated DNS.
+            let ca = Arc::new(SimAcme::new(domains.clone(), SimAcmeConfig::default()));
+            let controller = Controller::new(store.clone(), cloud.clone(), config)
+                .with_certificates(CertificateSettings::new(ca, domains.clone()));
+            let controller = Arc::new(controller);
             let sources = metrics::Sources {
                 store: store.clone(),
                 cloud: cloud.clone(),
                 controller: Some(controller.clone()),
             };
             start_metrics(&args.metrics, sources).await?;
-            let domains = Arc::new(dev::dev_domains(store.clone()));
             let mut services = server::services(store, cloud.clone(), Auth::Disabled);
             services.dev_cloud = Some(cloud);
             services.planner = Some(controller.clone());
@@ -91,6 +114,31 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The CA's settings, when a directory URL is given; the encryption key is then required.
+fn acme_config(args: &AcmeArgs) -> anyhow::Result<Option<AcmeConfig>> {
+    let Some(directory_url) = &args.acme_directory_url else {
+        return Ok(None);
+    };
+    let encryption_key = match (&args.acme_encryption_key, &args.acme_encryption_key_file) {
+        (Some(key), _) => key.clone(),
+        (None, Some(file)) => shop_controller::config::Secret::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("read the ACME encryption key {}", file.display()))?
+                .trim(),
+        ),
+        (None, None) => anyhow::bail!(
+            "--acme-directory-url needs --acme-encryption-key or --acme-encryption-key-file \
+             (32 random bytes in base64: `head -c 32 /dev/urandom | base64`)"
+        ),
+    };
+    Ok(Some(AcmeConfig {
+        directory_url: directory_url.clone(),
+        ca_root: args.acme_ca_root.clone(),
+        contacts: args.acme_contact.clone(),
+        encryption_key,
+    }))
 }
 
 /// Serves metrics when an address is given, until the signal that stops the server.

@@ -299,7 +299,6 @@ async fn respond(sources: &Sources, request: &Request<Incoming>) -> Response<Ful
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use reconcilers::Hostname;

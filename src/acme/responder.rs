@@ -20,7 +20,11 @@ use crate::store::{Store, now_millis};
 const CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// Serves challenges from `store` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()>,
+) {
     let handler = move |request: Request<Incoming>| {
         let store = store.clone();
         async move { respond(store.as_ref(), &request).await }

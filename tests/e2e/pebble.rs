@@ -1,0 +1,429 @@
+//! Certificates from a real ACME CA: Let's Encrypt's test server `pebble`, validating HTTP-01
+//! for real against the controller's responder (no always-valid switch), with names resolved
+//! by `pebble-challtestsrv`. The controller talks to pebble through the instant-acme adapter and
+//! checks domains through the real DNS adapter; AWS is simulated.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use reconcilers::certificate::{Backoff, CertificateRecord, CertificateState};
+use reconcilers::cloud::CloudProvider;
+use reconcilers::sim::{ClockMode, SimConfig};
+use shop_controller::acme::{AcmeConfig, LazyAcme};
+use shop_controller::config::{DomainsConfig, Secret};
+use shop_controller::controller::{CertificateSettings, ControllerConfig};
+use shop_controller::dev::DEV_REGION;
+use shop_controller::domains::DnsDomains;
+use shop_controller::grpc::proto::DeployShopRequest;
+use shop_controller::store::{Store, now_millis};
+
+use crate::challtestsrv::ChallTestSrv;
+use crate::controller::{Running, converged, start_with_certificates};
+use crate::support::deploy_request;
+
+/// A running pebble, killed on drop.
+pub struct Pebble {
+    pub directory_url: String,
+    /// The root pebble's own HTTPS is signed by, for the ACME client to trust.
+    pub root_pem: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How a pebble is started.
+pub struct PebbleOptions {
+    /// Where its HTTP-01 validation connects on the address a name resolves to.
+    pub http_port: u16,
+    /// The DNS server it resolves names with.
+    pub dns: SocketAddr,
+    /// Lifetime of the certificates it issues; pebble's default (years) when `None`.
+    pub validity: Option<Duration>,
+}
+
+impl Pebble {
+    /// Starts pebble on free ports with a throwaway HTTPS certificate and waits until it
+    /// accepts connections.
+    pub async fn start(options: PebbleOptions) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key"))
+            .expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("leaf");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let cert = write("cert.pem", leaf.pem());
+        let private_key = write("key.pem", key.serialize_pem());
+        let root_pem = write("root.pem", ca.pem());
+        let port = free_port();
+        let mut settings = serde_json::json!({
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{}", free_port()),
+            "certificate": cert,
+            "privateKey": private_key,
+            "httpPort": options.http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        });
+        if let Some(validity) = options.validity {
+            settings["certificateValidityPeriod"] = validity.as_secs().into();
+        }
+        let config = write(
+            "pebble.json",
+            serde_json::json!({ "pebble": settings }).to_string(),
+        );
+        let child = Command::new("pebble")
+            .arg("-config")
+            .arg(&config)
+            .args(["-dnsserver", &options.dns.to_string()])
+            // Validate at once, and never reject a nonce at random: the tests are about
+            // validation, not about retrying pebble's chaos.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env_remove("PEBBLE_VA_ALWAYS_VALID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start pebble ({e}); is the pebble package installed?"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pebble never listened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            directory_url: format!("https://localhost:{port}/dir"),
+            root_pem,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// The controller, pebble, DNS and the responder, wired as in production but on loopback.
+struct World {
+    running: Running,
+    dns: ChallTestSrv,
+    _pebble: Pebble,
+    responder_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(stop) = self.responder_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `pebble_validates_on`: the port pebble's validation connects to; the responder's when
+/// `None`.
+async fn world(
+    clock: ClockMode,
+    validity: Option<Duration>,
+    pebble_validates_on: Option<u16>,
+) -> World {
+    let dns = ChallTestSrv::start().await;
+    let responder = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind responder");
+    let responder_port = responder.local_addr().expect("address").port();
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: pebble_validates_on.unwrap_or(responder_port),
+        dns: dns.dns,
+        validity,
+    })
+    .await;
+    let acme = AcmeConfig {
+        directory_url: pebble.directory_url.clone(),
+        ca_root: Some(pebble.root_pem.clone()),
+        contacts: vec!["mailto:ops@example.com".to_owned()],
+        encryption_key: Secret::new(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
+    };
+    let domains = DomainsConfig {
+        dns_server: Some(dns.dns),
+        acme_http01_port: responder_port,
+        domain_check_timeout: Duration::from_secs(2),
+    };
+    let (responder_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = start_with_certificates(
+        SimConfig {
+            clock,
+            ..SimConfig::default()
+        },
+        ControllerConfig::new("e2e", Duration::from_millis(500)),
+        move |store| {
+            let ca = LazyAcme::new(acme, store.clone()).expect("acme config");
+            let domains = DnsDomains::new(&domains).expect("dns adapter");
+            let mut settings = CertificateSettings::new(Arc::new(ca), Arc::new(domains));
+            settings.poll = Duration::from_millis(100);
+            settings.self_check_backoff = Backoff {
+                first: Duration::from_millis(200),
+                max: Duration::from_secs(1),
+            };
+            // The responder answers before the loops start.
+            tokio::spawn(shop_controller::acme::responder::serve(
+                responder,
+                store,
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            Some(settings)
+        },
+    )
+    .await;
+    // The region's static IPs are where challtestsrv points the domains.
+    let store = running.store.store.clone();
+    let mut region = store
+        .get_region_config(DEV_REGION)
+        .await
+        .expect("read")
+        .expect("region");
+    region.global_accelerator_ips = vec![Ipv4Addr::LOCALHOST.into()];
+    store
+        .put_region_config(&region, now_millis())
+        .await
+        .expect("region");
+    World {
+        running,
+        dns,
+        _pebble: pebble,
+        responder_stop: Some(responder_stop),
+    }
+}
+
+async fn deploy(world: &World, shop: &str, custom_domain: &str) {
+    world.running.aws.put_object(
+        "shop-sources",
+        &format!("{shop}.zip"),
+        shop_controller::dev::sample_shop_zip(),
+    );
+    let mut client = world.running.server.shops().await;
+    client
+        .deploy_shop(DeployShopRequest {
+            custom_domain: Some(custom_domain.to_owned()),
+            ..deploy_request(shop)
+        })
+        .await
+        .expect("deploy");
+}
+
+fn store(world: &World) -> &dyn Store {
+    world.running.store.store.as_ref()
+}
+
+async fn row_where(
+    store: &dyn Store,
+    domain: &str,
+    within: Duration,
+    done: impl Fn(&CertificateRecord) -> bool,
+) -> CertificateRecord {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let row = store.certificate(domain).await.expect("read");
+        if let Some(row) = &row
+            && done(row)
+        {
+            return row.clone();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let view = store
+                .get_shop("a.es-hs.com")
+                .await
+                .expect("read")
+                .map(|v| v.resources);
+            panic!("certificate of {domain} never got there; row {row:?}; status {view:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn listener_certificates(world: &World) -> Vec<String> {
+    let region = store(world)
+        .get_region_config(DEV_REGION)
+        .await
+        .expect("read")
+        .expect("region");
+    world
+        .running
+        .aws
+        .load_balancing(DEV_REGION)
+        .describe_listener_certificates(&region.alb_https_listener_arns[0])
+        .await
+        .expect("describe")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_issues_a_certificate_that_ends_attached_and_the_shop_ready() {
+    let month = Duration::from_secs(30 * 24 * 60 * 60);
+    let world = world(ClockMode::Scaled(40.0), Some(month), None).await;
+    world
+        .dns
+        .add_a("shop.pebble.test", &[Ipv4Addr::LOCALHOST])
+        .await;
+    deploy(&world, "a.es-hs.com", "shop.pebble.test").await;
+
+    let row = row_where(
+        store(&world),
+        "shop.pebble.test",
+        Duration::from_secs(60),
+        |r| r.state == CertificateState::Ready,
+    )
+    .await;
+    let arn = row.acm_arn.clone().expect("imported");
+    // Pebble's configured lifetime, read from the certificate pebble signed.
+    let lifetime = row.not_after.expect("not after") - row.not_before.expect("not before");
+    assert!(
+        (lifetime - 30 * 86_400_000).abs() <= 60_000,
+        "lifetime {lifetime} ms"
+    );
+    assert_eq!(listener_certificates(&world).await, vec![arn.clone()]);
+    let acm = world.running.aws.certificates(DEV_REGION);
+    let summary = acm.describe_certificate(&arn).await.expect("describe");
+    assert_eq!(summary.domain, "shop.pebble.test");
+    assert_eq!(
+        store(&world)
+            .challenge_response("anything", now_millis())
+            .await
+            .expect("read"),
+        None
+    );
+    converged(store(&world), &["a.es-hs.com".to_owned()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_short_lived_certificates_renew_into_the_same_arn() {
+    // Real time: ACM (simulated) refuses certificates expired on its clock.
+    let world = world(ClockMode::Scaled(1.0), Some(Duration::from_secs(12)), None).await;
+    world
+        .dns
+        .add_a("short.pebble.test", &[Ipv4Addr::LOCALHOST])
+        .await;
+    deploy(&world, "a.es-hs.com", "short.pebble.test").await;
+    let first = row_where(
+        store(&world),
+        "short.pebble.test",
+        Duration::from_secs(60),
+        |r| r.state == CertificateState::Ready,
+    )
+    .await;
+    let arn = first.acm_arn.clone().expect("imported");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let renewed = loop {
+        assert_eq!(
+            listener_certificates(&world).await,
+            vec![arn.clone()],
+            "served throughout"
+        );
+        let row = store(&world)
+            .certificate("short.pebble.test")
+            .await
+            .expect("read")
+            .expect("row");
+        if row.not_after > first.not_after && row.state == CertificateState::Ready {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never renewed: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(renewed.acm_arn, Some(arn.clone()), "same ARN");
+    assert!(
+        renewed.not_after.expect("not after") > now_millis(),
+        "renewed before expiry"
+    );
+    let acm = world.running.aws.certificates(DEV_REGION);
+    let tags = acm.list_tags(&arn).await.expect("tags");
+    assert!(
+        reconcilers::cloud::Owner::from_tags(&tags).is_some(),
+        "tags after re-import: {tags:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pebble_rejecting_the_challenge_backs_off_with_its_reason() {
+    // Our self-check reaches the responder, but pebble validates on a port nobody serves.
+    let world = world(ClockMode::Scaled(40.0), None, Some(free_port())).await;
+    world
+        .dns
+        .add_a("rejected.pebble.test", &[Ipv4Addr::LOCALHOST])
+        .await;
+    deploy(&world, "a.es-hs.com", "rejected.pebble.test").await;
+    let row = row_where(
+        store(&world),
+        "rejected.pebble.test",
+        Duration::from_secs(60),
+        |r| r.state == CertificateState::Failed,
+    )
+    .await;
+    let error = row.last_error.clone().expect("error");
+    assert!(error.contains("the CA rejected the order"), "{error}");
+    assert!(row.next_attempt_at.expect("next") > now_millis() + 3_500_000);
+    let view = store(&world)
+        .get_shop("a.es-hs.com")
+        .await
+        .expect("read")
+        .expect("shop");
+    let status = view
+        .resources
+        .iter()
+        .find(|r| r.kind == reconcilers::status::ResourceKind::Certificate)
+        .expect("status");
+    assert_eq!(status.reason, "ChallengeRejected", "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_pointing_elsewhere_never_reaches_pebble() {
+    let world = world(ClockMode::Scaled(40.0), None, None).await;
+    world
+        .dns
+        .add_a("elsewhere.pebble.test", &[Ipv4Addr::new(203, 0, 113, 7)])
+        .await;
+    deploy(&world, "a.es-hs.com", "elsewhere.pebble.test").await;
+    let row = row_where(
+        store(&world),
+        "elsewhere.pebble.test",
+        Duration::from_secs(60),
+        |r| r.state == CertificateState::Failed,
+    )
+    .await;
+    let error = row.last_error.clone().expect("error");
+    assert!(error.contains("no order placed"), "{error}");
+    assert!(error.contains("203.0.113.7"), "{error}");
+    assert_eq!(row.order_url, None, "no order at the CA");
+}
