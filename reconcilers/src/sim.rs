@@ -36,6 +36,7 @@ pub use config::{Quotas, SimConfig, Timings};
 pub use faults::FaultProfile;
 pub use fleet::InstanceState;
 pub use load_balancing::LoadBalancerKind;
+pub use run_command::SentCommand;
 
 /// A kind of taggable resource the simulated account holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
