@@ -38,6 +38,7 @@ mod command;
 mod deployment;
 mod nginx_config;
 mod observe;
+mod patching;
 mod pause;
 mod plan;
 mod restart;
@@ -67,6 +68,8 @@ pub struct ControllerConfig {
     /// How shop server blocks listen and resolve their upstreams.
     pub proxy: reconcilers::nginx::ProxySettings,
     pub lease: LeaseConfig,
+    /// How often the patch loop looks for due and interrupted patch runs (issue #6).
+    pub patch_tick: Duration,
 }
 
 /// How replicas share shops.
@@ -196,6 +199,7 @@ impl ControllerConfig {
             nginx_binary: "/usr/sbin/nginx".into(),
             proxy: reconcilers::nginx::ProxySettings::default(),
             lease: LeaseConfig::for_this_process(DEFAULT_LEASE_TTL),
+            patch_tick: DEFAULT_PATCH_TICK,
         }
     }
 }
@@ -279,9 +283,12 @@ impl Controller {
                 .await
             });
         }
+        let mut patches = JoinSet::new();
+        patches.spawn(self.clone().patch_loop(stop.subscribe()));
         shutdown.await;
         let _ = stop.send(());
         while loops.join_next().await.is_some() {}
+        while patches.join_next().await.is_some() {}
         change_feed.abort_all();
         self.release_leases().await;
     }
@@ -802,6 +809,9 @@ impl Controller {
         })
     }
 }
+
+/// How often the patch loop looks at the patch policies.
+const DEFAULT_PATCH_TICK: Duration = Duration::from_secs(60);
 
 /// How long a claim runs unless renewed; see [`LeaseConfig::ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);

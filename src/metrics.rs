@@ -6,7 +6,8 @@
 //! condition.
 //!
 //! Invariant: labels take bounded values only (kind, lane, outcome, service, operation,
-//! condition); a shop's name never becomes a label.
+//! condition, and the patched fleet, of which there are a few); a shop's name never becomes a
+//! label.
 //!
 //! TODO(#5): certificates' not-after timestamps, once the certificate kind exists.
 //! TODO(#6): OTLP trace export; not worth its dependencies until a collector is there to
@@ -54,6 +55,7 @@ impl Sources {
         }
         self.aws_calls(&mut text);
         self.shops(&mut text).await;
+        self.patches(&mut text).await;
         text.finish()
     }
 
@@ -94,6 +96,35 @@ impl Sources {
             ("deleting", counts.deleting),
         ] {
             text.sample(name, &[("condition", condition)], count as f64);
+        }
+    }
+}
+
+impl Sources {
+    /// When each fleet with a patch policy last finished a successful patch run (issue #6);
+    /// a fleet never patched has no sample. The fleets are few and configured, so they make a
+    /// bounded label.
+    async fn patches(&self, text: &mut Exposition) {
+        let fleets = match self.store.patch_status(None).await {
+            Ok(fleets) => fleets,
+            Err(error) => {
+                tracing::warn!(%error, "could not read patch status for metrics");
+                return;
+            }
+        };
+        let name = "shop_controller_fleet_last_patched_timestamp_seconds";
+        text.family(
+            name,
+            Type::Gauge,
+            "When the fleet's last successful patch run finished, in seconds since the epoch.",
+        );
+        for status in &fleets {
+            let Some(finished) = status.last_success.as_ref().and_then(|run| run.finished_at)
+            else {
+                continue;
+            };
+            let fleet = status.policy.fleet.to_string();
+            text.sample(name, &[("fleet", fleet.as_str())], finished as f64 / 1000.0);
         }
     }
 }

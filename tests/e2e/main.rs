@@ -18,6 +18,7 @@ mod metrics;
 mod moto_controller;
 mod moto_s3;
 mod ops;
+mod patching;
 mod replicas;
 mod shopctl;
 mod store;

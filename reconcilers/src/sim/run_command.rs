@@ -305,7 +305,10 @@ mod tests {
         let done = aws.commands_sent();
 
         assert_eq!(running.len(), 1);
-        assert_eq!((running[0].id.as_str(), running[0].finished), (id.as_str(), None));
+        assert_eq!(
+            (running[0].id.as_str(), running[0].finished),
+            (id.as_str(), None)
+        );
         assert_eq!(done[0].instance_ids, vec![instance]);
         assert_eq!(done[0].comment, "reload");
         assert_eq!(done[0].finished, Some(Duration::from_secs(3)));
