@@ -13,6 +13,7 @@ mod admin;
 pub mod auth;
 mod convert;
 mod dev;
+mod patch;
 mod shop;
 
 pub use auth::{Auth, Scope};

@@ -25,6 +25,7 @@ use render::{
 
 mod cli;
 mod connect;
+mod patch;
 mod render;
 
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +236,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             );
         }
         Command::Group { command } => group(&mut admin, output, command).await?,
+        Command::Patch { command } => patch::patch(&mut admin, output, command).await?,
         Command::Break { shop_domain, what } => {
             let response = dev
                 .break_shop(BreakShopRequest {
