@@ -134,7 +134,7 @@ async fn patch_status_shows_when_each_fleet_was_last_patched() {
     // A run that patched both instances, finished 2024-01-06 03:25 UTC.
     let fleet = FleetId::parse("group/shops-eu-a").expect("valid");
     let instances = vec!["i-1".to_owned(), "i-2".to_owned()];
-    let started = 1_704_508_800_000 + 3 * 3_600_000;
+    let started = 1_704_499_200_000 + 3 * 3_600_000;
     let finished = started + 25 * 60_000;
     let patch_run = store
         .store
