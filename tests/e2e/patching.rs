@@ -2,6 +2,7 @@
 //! simulated AWS, checked through the simulated account's command log (what ran where, and
 //! when) and the runs recorded in the store.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reconcilers::cloud::Fleet;
