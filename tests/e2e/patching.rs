@@ -193,6 +193,25 @@ async fn a_run_patches_every_instance_one_at_a_time() {
         3,
         "no second run in one window"
     );
+
+    // The metric says when, per fleet.
+    let sources = shop_controller::metrics::Sources {
+        store: running.store.store.clone(),
+        cloud: Arc::new(running.aws.clone()),
+        controller: None,
+    };
+    let scrape = sources.render().await;
+    for (fleet, run) in [(GROUP, &group), (PROXIES, &proxies)] {
+        let sample =
+            format!("shop_controller_fleet_last_patched_timestamp_seconds{{fleet=\"{fleet}\"}} ");
+        let line = scrape
+            .lines()
+            .find(|line| line.starts_with(&sample))
+            .unwrap_or_else(|| panic!("no {sample} in {scrape}"));
+        let seconds: f64 = line[sample.len()..].parse().expect("a number");
+        let finished = run.finished_at.expect("finished") as f64 / 1000.0;
+        assert!((seconds - finished).abs() < 0.001, "{line} vs {finished}");
+    }
     running.stop().await;
 }
 
