@@ -40,6 +40,7 @@ mod command;
 mod deployment;
 mod nginx_config;
 mod observe;
+mod patching;
 mod pause;
 mod plan;
 mod restart;
@@ -72,6 +73,8 @@ pub struct ControllerConfig {
     /// How shop server blocks listen and resolve their upstreams.
     pub proxy: reconcilers::nginx::ProxySettings,
     pub lease: LeaseConfig,
+    /// How often the patch loop looks for due and interrupted patch runs (issue #6).
+    pub patch_tick: Duration,
 }
 
 /// How replicas share shops.
@@ -205,6 +208,7 @@ impl ControllerConfig {
             nginx_binary: "/usr/sbin/nginx".into(),
             proxy: reconcilers::nginx::ProxySettings::default(),
             lease: LeaseConfig::for_this_process(DEFAULT_LEASE_TTL),
+            patch_tick: DEFAULT_PATCH_TICK,
         }
     }
 }
@@ -299,6 +303,7 @@ impl Controller {
         let mut region_loops = JoinSet::new();
         tracing::info!("starting challenge listener loop");
         region_loops.spawn(self.clone().run_challenge_listeners(stop.subscribe()));
+        region_loops.spawn(self.clone().patch_loop(stop.subscribe()));
         shutdown.await;
         let _ = stop.send(());
         while loops.join_next().await.is_some() {}
@@ -854,6 +859,9 @@ impl Controller {
         })
     }
 }
+
+/// How often the patch loop looks at the patch policies.
+const DEFAULT_PATCH_TICK: Duration = Duration::from_secs(60);
 
 /// How long a claim runs unless renewed; see [`LeaseConfig::ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);

@@ -14,6 +14,7 @@ pub mod auth;
 pub(crate) mod convert;
 mod dev;
 mod domain;
+mod patch;
 mod shop;
 
 pub use auth::{Auth, Scope};

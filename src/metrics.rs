@@ -6,7 +6,8 @@
 //! one aggregate query for shops by condition and one read of the certificate rows.
 //!
 //! Invariant: labels take bounded values only (kind, lane, outcome, service, operation,
-//! condition, state); a shop's name never becomes a label.
+//! condition, state, and the patched fleet, of which there are a few); a shop's name never
+//! becomes a label.
 //!
 //! TODO(#6): OTLP trace export; not worth its dependencies until a collector is there to
 //! receive it, and the JSON logs carry the same spans.
@@ -49,6 +50,7 @@ impl Sources {
         self.aws_calls(&mut text);
         self.shops(&mut text).await;
         self.certificates(&mut text).await;
+        self.patches(&mut text).await;
         text.finish()
     }
 
@@ -175,6 +177,35 @@ impl CertificateFigures {
             by_state,
             expiring,
             earliest_not_after: not_afters.iter().min().copied(),
+        }
+    }
+}
+
+impl Sources {
+    /// When each fleet with a patch policy last finished a successful patch run (issue #6);
+    /// a fleet never patched has no sample. The fleets are few and configured, so they make a
+    /// bounded label.
+    async fn patches(&self, text: &mut Exposition) {
+        let fleets = match self.store.patch_status(None).await {
+            Ok(fleets) => fleets,
+            Err(error) => {
+                tracing::warn!(%error, "could not read patch status for metrics");
+                return;
+            }
+        };
+        let name = "shop_controller_fleet_last_patched_timestamp_seconds";
+        text.family(
+            name,
+            Type::Gauge,
+            "When the fleet's last successful patch run finished, in seconds since the epoch.",
+        );
+        for status in &fleets {
+            let Some(finished) = status.last_success.as_ref().and_then(|run| run.finished_at)
+            else {
+                continue;
+            };
+            let fleet = status.policy.fleet.to_string();
+            text.sample(name, &[("fleet", fleet.as_str())], finished as f64 / 1000.0);
         }
     }
 }

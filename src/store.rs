@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reconcilers::certificate::{Budget, BudgetExhausted, BudgetLimit, CertificateRecord};
 use reconcilers::config::{InstanceGroup, RegionConfig};
+use reconcilers::patching::{FleetId, History, InstanceResult, PatchPolicy, PatchRun, RunState};
 use reconcilers::placement::Placed;
 use reconcilers::spec::{ShopRecord, ShopSpec};
 use reconcilers::status::{ResourceKind, ResourceStatus};
@@ -224,6 +225,33 @@ impl std::fmt::Debug for AcmeChallenge {
     }
 }
 
+/// A fleet's patch policy and what its runs did, for the patch loop, status and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetPatchStatus {
+    pub policy: PatchPolicy,
+    /// The newest run of any state, with its per-instance results.
+    pub last_run: Option<PatchRun>,
+    /// The newest successful run (without its results).
+    pub last_success: Option<PatchRun>,
+}
+
+impl FleetPatchStatus {
+    /// What the schedule needs of the runs.
+    pub fn history(&self) -> History {
+        History {
+            last_attempt: self.last_run.as_ref().map(|run| run.started_at),
+            last_success: self.last_success.as_ref().map(|run| run.started_at),
+        }
+    }
+
+    /// The run in progress, if any.
+    pub fn running(&self) -> Option<&PatchRun> {
+        self.last_run
+            .as_ref()
+            .filter(|run| run.state == RunState::Running)
+    }
+}
+
 /// The store interface. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -367,6 +395,35 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_challenges(&self, domain: &str) -> Result<u64>;
     /// Forgets challenges that expired before `now`; returns how many.
     async fn purge_expired_challenges(&self, now: i64) -> Result<u64>;
+    /// Records a fleet's patch policy (replacing the one it had).
+    async fn put_patch_policy(&self, policy: &PatchPolicy, now: i64) -> Result<PatchPolicy>;
+    /// Removes a fleet's policy; its runs stay as history. False when it had none.
+    async fn delete_patch_policy(&self, fleet: &FleetId) -> Result<bool>;
+    /// Every policy (of one region, when given) with its fleet's last run and last success,
+    /// ordered by fleet.
+    async fn patch_status(&self, region: Option<&str>) -> Result<Vec<FleetPatchStatus>>;
+    /// Starts a run over `instances`; with `refused`, records a run that ends at once in the
+    /// `refused` state with that reason. A conflict while another run of the fleet is in
+    /// progress.
+    async fn start_patch_run(
+        &self,
+        fleet: &FleetId,
+        instances: &[String],
+        refused: Option<&str>,
+        now: i64,
+    ) -> Result<PatchRun>;
+    /// Records (or updates) one instance's result in a run.
+    async fn record_patch_result(&self, run_id: i64, result: &InstanceResult) -> Result<()>;
+    /// Ends a run in progress; false when it was no longer running.
+    async fn finish_patch_run(
+        &self,
+        run_id: i64,
+        state: RunState,
+        message: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// The newest `limit` runs of a fleet, newest first, with their results.
+    async fn patch_runs(&self, fleet: &FleetId, limit: u32) -> Result<Vec<PatchRun>>;
 
     /// Changes of every shop as they are committed (on PostgreSQL, by any replica).
     fn subscribe(&self) -> broadcast::Receiver<Change>;

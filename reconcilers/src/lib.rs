@@ -12,6 +12,7 @@ pub mod hostname;
 pub mod listener;
 pub mod names;
 pub mod nginx;
+pub mod patching;
 pub mod placement;
 pub mod shell;
 pub mod sim;

@@ -39,6 +39,7 @@ pub use domains::{ChallengeSource, SimDomains};
 pub use faults::FaultProfile;
 pub use fleet::InstanceState;
 pub use load_balancing::LoadBalancerKind;
+pub use run_command::SentCommand;
 
 /// A kind of taggable resource the simulated account holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -32,6 +32,10 @@ pub(super) enum Task {
     Restart,
     ShopEnv,
     Uninstall,
+    /// A fleet's OS patch (issue #6).
+    Patch,
+    /// The check a patched instance passes before the next one is patched.
+    HealthCheck,
 }
 
 impl Task {
@@ -41,6 +45,8 @@ impl Task {
             Task::Restart => "restart",
             Task::ShopEnv => "shop env file",
             Task::Uninstall => "uninstall",
+            Task::Patch => "patch",
+            Task::HealthCheck => "health check",
         }
     }
 
@@ -50,6 +56,8 @@ impl Task {
             Task::Restart => "RestartFailed",
             Task::ShopEnv => "ShopEnvFailed",
             Task::Uninstall => "UninstallFailed",
+            Task::Patch => "PatchFailed",
+            Task::HealthCheck => "HealthCheckFailed",
         }
     }
 
@@ -59,6 +67,8 @@ impl Task {
             Task::Restart => "RestartTimedOut",
             Task::ShopEnv => "ShopEnvTimedOut",
             Task::Uninstall => "UninstallTimedOut",
+            Task::Patch => "PatchTimedOut",
+            Task::HealthCheck => "HealthCheckTimedOut",
         }
     }
 }
@@ -73,17 +83,43 @@ pub(super) async fn run_on(
     comment: String,
     timeout: Duration,
 ) -> Result<(), Blocked> {
+    let command_id = send(ssm, instances, commands, comment, timeout).await?;
+    wait_for(ssm, &command_id, instances, task, timeout)
+        .await
+        .map(|_| ())
+}
+
+/// Sends `commands` to `instances`; returns the command's id.
+pub(super) async fn send(
+    ssm: &dyn RunCommand,
+    instances: &[String],
+    commands: Vec<String>,
+    comment: String,
+    timeout: Duration,
+) -> Result<String, Blocked> {
     let request = CommandRequest {
         target: CommandTarget::Instances(instances.to_vec()),
         commands,
         comment,
         timeout_seconds: u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX),
     };
-    let command_id = ssm.send_command(&request).await?;
+    Ok(ssm.send_command(&request).await?)
+}
+
+/// Waits until each of `instances` ran the command `command_id` (sent before, perhaps by a
+/// process that crashed since); returns the invocations' output. The first instance that
+/// failed fails the whole wait.
+pub(super) async fn wait_for(
+    ssm: &dyn RunCommand,
+    command_id: &str,
+    instances: &[String],
+    task: Task,
+    timeout: Duration,
+) -> Result<Vec<String>, Blocked> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::time::sleep(POLL).await;
-        let invocations = ssm.invocations(&command_id).await?;
+        let invocations = ssm.invocations(command_id).await?;
         if let Some(failed) = invocations
             .iter()
             .find(|i| i.status.is_done() && i.status != InvocationStatus::Success)
@@ -102,7 +138,7 @@ pub(super) async fn run_on(
         }
         let done = invocations.iter().filter(|i| i.status.is_done()).count();
         if done == instances.len() {
-            return Ok(());
+            return Ok(invocations.into_iter().map(|i| i.output).collect());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Blocked {

@@ -6,6 +6,7 @@ use super::auth::{Scope, require};
 use super::convert::{
     instance_group, instance_group_from_proto, region_config, region_config_from_proto,
 };
+use super::patch;
 use super::proto::admin_service_server::AdminService;
 use super::proto::*;
 use super::{Services, status_of, store_status};
@@ -213,5 +214,66 @@ impl AdminService for AdminApi {
         }
         tracing::info!(group = %name, "deleted instance group");
         Ok(Response::new(DeleteInstanceGroupResponse {}))
+    }
+
+    async fn put_patch_policy(
+        &self,
+        request: Request<PutPatchPolicyRequest>,
+    ) -> Result<Response<PatchPolicy>, Status> {
+        require(&request, Scope::Write)?;
+        let policy = request
+            .into_inner()
+            .policy
+            .ok_or_else(|| missing("policy"))?;
+        let policy = patch::policy_from_proto(policy)?;
+        let stored = self
+            .services
+            .store
+            .put_patch_policy(&policy, now_millis())
+            .await
+            .map_err(store_status)?;
+        tracing::info!(fleet = %stored.fleet, enabled = stored.enabled, "put patch policy");
+        Ok(Response::new(patch::policy(&stored)))
+    }
+
+    async fn delete_patch_policy(
+        &self,
+        request: Request<DeletePatchPolicyRequest>,
+    ) -> Result<Response<DeletePatchPolicyResponse>, Status> {
+        require(&request, Scope::Write)?;
+        let fleet = request.into_inner().fleet;
+        let parsed = reconcilers::patching::FleetId::parse(&fleet)
+            .map_err(|e| Status::invalid_argument(format!("fleet: {e}")))?;
+        let deleted = self
+            .services
+            .store
+            .delete_patch_policy(&parsed)
+            .await
+            .map_err(store_status)?;
+        if !deleted {
+            return Err(Status::not_found(format!(
+                "fleet {fleet} has no patch policy"
+            )));
+        }
+        tracing::info!(fleet = %fleet, "deleted patch policy");
+        Ok(Response::new(DeletePatchPolicyResponse {}))
+    }
+
+    async fn get_patch_status(
+        &self,
+        request: Request<GetPatchStatusRequest>,
+    ) -> Result<Response<GetPatchStatusResponse>, Status> {
+        require(&request, Scope::Read)?;
+        let region = request.into_inner().region;
+        let region = (!region.is_empty()).then_some(region.as_str());
+        let fleets = self
+            .services
+            .store
+            .patch_status(region)
+            .await
+            .map_err(store_status)?;
+        let now = now_millis();
+        let fleets = fleets.iter().map(|f| patch::status(f, now)).collect();
+        Ok(Response::new(GetPatchStatusResponse { fleets }))
     }
 }

@@ -31,6 +31,15 @@ pub(super) const SHOP_COLUMNS: &str = "s.shop_domain, s.region, s.source_bucket,
 pub(super) const SHOP_RETURNING: &str = "shop_domain, region, source_bucket, source_version, \
     custom_domain, generation, restart_generation, deletion_requested_at, created_at, updated_at";
 
+pub(super) const POLICY_COLUMNS: &str = "fleet, region, enabled, interval_days, \
+    window_start_hour, window_end_hour, weekdays, script, command_timeout_seconds, updated_at";
+
+pub(super) const RUN_COLUMNS: &str =
+    "id, fleet, started_at, finished_at, state, message, instances";
+
+pub(super) const RESULT_COLUMNS: &str =
+    "run_id, instance_id, state, started_at, finished_at, output";
+
 pub(super) const STATUS_COLUMNS: &str = "shop_domain, kind, desired, observed, sync, health, \
     reason, message, observed_generation, last_transition, attempts, next_attempt_at";
 
@@ -301,9 +310,14 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                AcmeChallenge, Change, Claim, DeployOutcome, Intent, Lease, Pause, Placement,
-                Result, ShopCounts, ShopEvent, ShopPage, ShopQuery, ShopView, Store, StoreError,
+                AcmeChallenge, Change, Claim, DeployOutcome, FleetPatchStatus, Intent, Lease, Pause,
+                Placement, Result, ShopCounts, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
+                StoreError,
             };
+            use reconcilers::patching::{
+                FleetId, InstanceResult, PatchPolicy, PatchRun, RunState, Weekday,
+            };
+            use reconcilers::spec::RegionName;
             use reconcilers::status::ResourceKind;
 
             /// The database clock in milliseconds since the epoch, as SQL.
@@ -380,6 +394,57 @@ macro_rules! impl_store {
             }
 
             type DbRow = <$db as sqlx::Database>::Row;
+
+            fn policy_from_row(row: &DbRow) -> Result<PatchPolicy> {
+                let read = |e: sqlx::Error| corrupt("patch policy", e);
+                let fleet: String = row.try_get(0).map_err(read)?;
+                let region: String = row.try_get(1).map_err(read)?;
+                let number = |index: usize| -> Result<i32> { row.try_get(index).map_err(read) };
+                let hour = |index| u8::try_from(number(index)?).map_err(|e| corrupt("patch policy", e));
+                let weekdays: String = row.try_get(6).map_err(read)?;
+                Ok(PatchPolicy {
+                    fleet: FleetId::parse(&fleet).map_err(|e| corrupt("patch policy", e))?,
+                    region: RegionName::parse(&region).map_err(|e| corrupt("patch policy", e))?,
+                    enabled: row.try_get(2).map_err(read)?,
+                    interval_days: u32::try_from(number(3)?).map_err(|e| corrupt("patch policy", e))?,
+                    window_start_hour: hour(4)?,
+                    window_end_hour: hour(5)?,
+                    weekdays: from_json::<Weekday>("patch policy", &weekdays)?,
+                    script: row.try_get(7).map_err(read)?,
+                    command_timeout_seconds: u32::try_from(number(8)?)
+                        .map_err(|e| corrupt("patch policy", e))?,
+                    updated_at: row.try_get(9).map_err(read)?,
+                })
+            }
+
+            fn run_from_row(row: &DbRow) -> Result<PatchRun> {
+                let read = |e: sqlx::Error| corrupt("patch run", e);
+                let fleet: String = row.try_get(1).map_err(read)?;
+                let state: String = row.try_get(4).map_err(read)?;
+                let instances: String = row.try_get(6).map_err(read)?;
+                Ok(PatchRun {
+                    id: row.try_get(0).map_err(read)?,
+                    fleet: FleetId::parse(&fleet).map_err(|e| corrupt("patch run", e))?,
+                    started_at: row.try_get(2).map_err(read)?,
+                    finished_at: row.try_get(3).map_err(read)?,
+                    state: state.parse().map_err(|e: String| corrupt("patch run", e))?,
+                    message: row.try_get(5).map_err(read)?,
+                    instances: from_json::<String>("patch run", &instances)?,
+                    results: Vec::new(),
+                })
+            }
+
+            fn result_from_row(row: &DbRow) -> Result<InstanceResult> {
+                let read = |e: sqlx::Error| corrupt("patch result", e);
+                let state: String = row.try_get(2).map_err(read)?;
+                Ok(InstanceResult {
+                    instance_id: row.try_get(1).map_err(read)?,
+                    state: state.parse().map_err(|e: String| corrupt("patch result", e))?,
+                    started_at: row.try_get(3).map_err(read)?,
+                    finished_at: row.try_get(4).map_err(read)?,
+                    output: row.try_get(5).map_err(read)?,
+                })
+            }
 
             fn db(operation: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
                 move |source| StoreError::Database { operation, source }
@@ -1583,6 +1648,190 @@ macro_rules! impl_store {
                         .await
                         .map_err(db("purge acme challenges"))?;
                     Ok(result.rows_affected())
+                }
+
+                async fn put_patch_policy(&self, policy: &PatchPolicy, now: i64) -> Result<PatchPolicy> {
+                    let sql = format!(
+                        "INSERT INTO patch_policies ({POLICY_COLUMNS}) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT (fleet) DO UPDATE SET region = excluded.region, \
+                         enabled = excluded.enabled, interval_days = excluded.interval_days, \
+                         window_start_hour = excluded.window_start_hour, \
+                         window_end_hour = excluded.window_end_hour, weekdays = excluded.weekdays, \
+                         script = excluded.script, \
+                         command_timeout_seconds = excluded.command_timeout_seconds, \
+                         updated_at = excluded.updated_at \
+                         RETURNING {POLICY_COLUMNS}"
+                    );
+                    let weekdays = policy.weekdays.iter().map(|d| d.as_str().to_owned());
+                    let row = sqlx::query(&sql)
+                        .bind(policy.fleet.to_string())
+                        .bind(policy.region.as_str())
+                        .bind(policy.enabled)
+                        .bind(i32::try_from(policy.interval_days).unwrap_or(i32::MAX))
+                        .bind(i32::from(policy.window_start_hour))
+                        .bind(i32::from(policy.window_end_hour))
+                        .bind(to_json(weekdays))
+                        .bind(&policy.script)
+                        .bind(i32::try_from(policy.command_timeout_seconds).unwrap_or(i32::MAX))
+                        .bind(now)
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(db("upsert patch policy"))?;
+                    policy_from_row(&row)
+                }
+
+                async fn delete_patch_policy(&self, fleet: &FleetId) -> Result<bool> {
+                    let result = sqlx::query("DELETE FROM patch_policies WHERE fleet = $1")
+                        .bind(fleet.to_string())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("delete patch policy"))?;
+                    Ok(result.rows_affected() > 0)
+                }
+
+                async fn patch_status(&self, region: Option<&str>) -> Result<Vec<FleetPatchStatus>> {
+                    let sql = format!(
+                        "SELECT {POLICY_COLUMNS} FROM patch_policies \
+                         WHERE ($1 IS NULL OR region = $1) ORDER BY fleet"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(region)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list patch policies"))?;
+                    let policies = rows.iter().map(policy_from_row).collect::<Result<Vec<_>>>()?;
+                    let success = format!(
+                        "SELECT {RUN_COLUMNS} FROM patch_runs WHERE fleet = $1 \
+                         AND state = 'succeeded' ORDER BY id DESC LIMIT 1"
+                    );
+                    let mut status = Vec::with_capacity(policies.len());
+                    for policy in policies {
+                        let last_run = self.patch_runs(&policy.fleet, 1).await?.pop();
+                        let row = sqlx::query(&success)
+                            .bind(policy.fleet.to_string())
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(db("select last patch success"))?;
+                        let last_success = row.as_ref().map(run_from_row).transpose()?;
+                        status.push(FleetPatchStatus { policy, last_run, last_success });
+                    }
+                    Ok(status)
+                }
+
+                async fn start_patch_run(
+                    &self,
+                    fleet: &FleetId,
+                    instances: &[String],
+                    refused: Option<&str>,
+                    now: i64,
+                ) -> Result<PatchRun> {
+                    let (state, finished_at) = match refused {
+                        Some(_) => (RunState::Refused, Some(now)),
+                        None => (RunState::Running, None),
+                    };
+                    let sql = format!(
+                        "INSERT INTO patch_runs (fleet, started_at, finished_at, state, message, \
+                         instances) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {RUN_COLUMNS}"
+                    );
+                    let row = sqlx::query(&sql)
+                        .bind(fleet.to_string())
+                        .bind(now)
+                        .bind(finished_at)
+                        .bind(state.as_str())
+                        .bind(refused.unwrap_or(""))
+                        .bind(to_json(instances.iter().cloned()))
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(|e| {
+                            let message = format!("a patch run of {fleet} is already in progress");
+                            write_error("insert patch run", e, &message)
+                        })?;
+                    run_from_row(&row)
+                }
+
+                async fn record_patch_result(&self, run_id: i64, result: &InstanceResult) -> Result<()> {
+                    sqlx::query(
+                        "INSERT INTO patch_results (run_id, instance_id, state, started_at, \
+                         finished_at, output) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (run_id, instance_id) DO UPDATE SET state = excluded.state, \
+                         finished_at = excluded.finished_at, output = excluded.output",
+                    )
+                    .bind(run_id)
+                    .bind(&result.instance_id)
+                    .bind(result.state.as_str())
+                    .bind(result.started_at)
+                    .bind(result.finished_at)
+                    .bind(&result.output)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        let message = format!("patch run {run_id} does not exist");
+                        write_error("record patch result", e, &message)
+                    })?;
+                    Ok(())
+                }
+
+                async fn finish_patch_run(
+                    &self,
+                    run_id: i64,
+                    state: RunState,
+                    message: &str,
+                    now: i64,
+                ) -> Result<bool> {
+                    let result = sqlx::query(
+                        "UPDATE patch_runs SET state = $2, message = $3, finished_at = $4 \
+                         WHERE id = $1 AND state = 'running'",
+                    )
+                    .bind(run_id)
+                    .bind(state.as_str())
+                    .bind(message)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("finish patch run"))?;
+                    Ok(result.rows_affected() == 1)
+                }
+
+                async fn patch_runs(&self, fleet: &FleetId, limit: u32) -> Result<Vec<PatchRun>> {
+                    let sql = format!(
+                        "SELECT {RUN_COLUMNS} FROM patch_runs WHERE fleet = $1 \
+                         ORDER BY id DESC LIMIT $2"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(fleet.to_string())
+                        .bind(i64::from(limit.max(1)))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list patch runs"))?;
+                    let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+                    let (Some(newest), Some(oldest)) = (runs.first(), runs.last()) else {
+                        return Ok(runs);
+                    };
+                    let sql = format!(
+                        "SELECT {RESULT_COLUMNS} FROM patch_results \
+                         WHERE run_id >= $1 AND run_id <= $2"
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(oldest.id)
+                        .bind(newest.id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("list patch results"))?;
+                    for row in &rows {
+                        let run_id: i64 = row.try_get(0).map_err(|e| corrupt("patch result", e))?;
+                        if let Some(run) = runs.iter_mut().find(|run| run.id == run_id) {
+                            run.results.push(result_from_row(row)?);
+                        }
+                    }
+                    // In the run's order, which is the order instances are patched.
+                    for run in &mut runs {
+                        let order = |id: &str| run.instances.iter().position(|i| i == id);
+                        let mut results = std::mem::take(&mut run.results);
+                        results.sort_by_key(|r| order(&r.instance_id));
+                        run.results = results;
+                    }
+                    Ok(runs)
                 }
 
                 fn subscribe(&self) -> broadcast::Receiver<Change> {

@@ -22,6 +22,7 @@ mod metrics;
 mod moto_controller;
 mod moto_s3;
 mod ops;
+mod patching;
 mod pebble;
 mod replicas;
 mod shopctl;

@@ -114,3 +114,88 @@ async fn an_unreachable_server_is_reported() {
         "{err}"
     );
 }
+
+/// `shopctl patch`: the README's policy file goes in, and `status` shows when the fleet was
+/// last patched and how its last run went.
+#[tokio::test(flavor = "multi_thread")]
+async fn patch_status_shows_when_each_fleet_was_last_patched() {
+    use reconcilers::patching::{FleetId, InstanceResult, InstanceState, RunState};
+
+    let (server, _aws, store) = dev_server().await;
+    let url = server.url();
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            shopctl(&url, &args)
+        })
+    };
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    let (ok, out, err) = run(args(&["patch", "put", "-f", &example("patch-policy.yaml")]))
+        .await
+        .expect("join");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "patch policy of group/shops-eu-a stored");
+
+    // A run that patched both instances, finished 2024-01-06 03:25 UTC.
+    let fleet = FleetId::parse("group/shops-eu-a").expect("valid");
+    let instances = vec!["i-1".to_owned(), "i-2".to_owned()];
+    let started = 1_704_499_200_000 + 3 * 3_600_000;
+    let finished = started + 25 * 60_000;
+    let patch_run = store
+        .store
+        .start_patch_run(&fleet, &instances, None, started)
+        .await
+        .expect("start");
+    for id in &instances {
+        let result = InstanceResult {
+            instance_id: id.clone(),
+            state: InstanceState::Succeeded,
+            started_at: started,
+            finished_at: Some(finished),
+            output: "Complete!".to_owned(),
+        };
+        store
+            .store
+            .record_patch_result(patch_run.id, &result)
+            .await
+            .expect("result");
+    }
+    let message = "patched 2 of 2 instance(s)";
+    store
+        .store
+        .finish_patch_run(patch_run.id, RunState::Succeeded, message, finished)
+        .await
+        .expect("finish");
+
+    let (ok, out, err) = run(args(&["patch", "status", "--instances"]))
+        .await
+        .expect("join");
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|line| line.starts_with("group/shops-eu-a"))
+        .unwrap_or_else(|| panic!("no row for the fleet: {out}"));
+    assert!(row.contains("2024-01-06 03:25"), "last patched: {row}");
+    assert!(row.contains("succeeded 2/2"), "last run: {row}");
+    assert!(out.contains(message) && out.contains("i-2"), "{out}");
+
+    let (ok, out, _) = run(args(&["patch", "status", "-o", "json"]))
+        .await
+        .expect("join");
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(status[0]["last_patched"], finished);
+    assert_eq!(status[0]["last_run"]["results"][1]["state"], "succeeded");
+    assert_eq!(
+        status[0]["policy"]["weekdays"],
+        serde_json::json!(["sat", "sun"])
+    );
+
+    let (ok, _, err) = run(args(&["patch", "put", "-f", &example("region.yaml")]))
+        .await
+        .expect("join");
+    assert!(!ok, "a region file is no patch policy");
+    assert!(err.contains("unknown field"), "{err}");
+}

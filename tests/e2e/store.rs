@@ -4,6 +4,9 @@ use std::sync::Arc;
 
 use reconcilers::Hostname;
 use reconcilers::certificate::{Budget, BudgetLimit, CertificateRecord, CertificateState};
+use reconcilers::patching::{
+    FleetId, History, InstanceResult, InstanceState, PatchPolicy, RunState, Weekday,
+};
 use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
@@ -941,6 +944,151 @@ async fn budgets_admit_no_more_than_their_limit(store: TestStore) {
     assert_eq!(checked, Ok(()));
 }
 
+/// Patch policies and runs: a policy is replaced in place, one run of a fleet is in progress at
+/// a time, results are kept per instance in the run's order, and the status names the newest
+/// run and the newest success.
+async fn patch_runs_keep_one_in_progress_and_their_results(store: TestStore) {
+    let store = store.store;
+    let fleet = FleetId::parse("group/shops-a").expect("valid");
+    let mut policy = PatchPolicy {
+        fleet: fleet.clone(),
+        region: RegionName::parse("eu-west-1").expect("valid"),
+        enabled: true,
+        interval_days: 7,
+        window_start_hour: 22,
+        window_end_hour: 4,
+        weekdays: vec![Weekday::Sat, Weekday::Sun],
+        script: "apt-get -y upgrade".to_owned(),
+        command_timeout_seconds: 1800,
+        updated_at: 1,
+    };
+    assert_eq!(
+        store.put_patch_policy(&policy, 1).await.expect("put"),
+        policy
+    );
+    policy.interval_days = 1;
+    policy.weekdays.clear();
+    policy.updated_at = 2;
+    assert_eq!(
+        store.put_patch_policy(&policy, 2).await.expect("replace"),
+        policy
+    );
+    let other = PatchPolicy {
+        fleet: FleetId::parse("proxy/us-east-1").expect("valid"),
+        region: RegionName::parse("us-east-1").expect("valid"),
+        ..policy.clone()
+    };
+    store.put_patch_policy(&other, 3).await.expect("put other");
+
+    let status = store.patch_status(Some("eu-west-1")).await.expect("status");
+    assert_eq!(status.len(), 1, "one region's policies");
+    assert_eq!(
+        (status[0].last_run.clone(), status[0].history()),
+        (None, Default::default())
+    );
+
+    let instances = vec!["i-b".to_owned(), "i-a".to_owned()];
+    let run = store
+        .start_patch_run(&fleet, &instances, None, 100)
+        .await
+        .expect("start");
+    assert_eq!(
+        (run.state, run.instances.clone()),
+        (RunState::Running, instances.clone())
+    );
+    assert!(
+        matches!(
+            store.start_patch_run(&fleet, &instances, None, 101).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a second run while one is in progress"
+    );
+    let result = |id: &str, state| InstanceResult {
+        instance_id: id.to_owned(),
+        state,
+        started_at: 110,
+        finished_at: None,
+        output: "command c-1".to_owned(),
+    };
+    store
+        .record_patch_result(run.id, &result("i-a", InstanceState::Patching))
+        .await
+        .expect("a");
+    store
+        .record_patch_result(run.id, &result("i-b", InstanceState::Patching))
+        .await
+        .expect("b");
+    let mut done = result("i-b", InstanceState::Succeeded);
+    done.finished_at = Some(120);
+    done.output = "upgraded".to_owned();
+    store
+        .record_patch_result(run.id, &done)
+        .await
+        .expect("b done");
+    let status = store.patch_status(None).await.expect("status");
+    let running = status[0].running().expect("in progress");
+    assert_eq!(
+        running.results,
+        vec![done.clone(), result("i-a", InstanceState::Patching)],
+        "results in the run's order, rewritten in place"
+    );
+
+    assert!(
+        store
+            .finish_patch_run(run.id, RunState::Succeeded, "ok", 130)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        !store
+            .finish_patch_run(run.id, RunState::Failed, "late", 131)
+            .await
+            .expect("again"),
+        "a finished run stays finished"
+    );
+    let refused = store
+        .start_patch_run(&fleet, &[], Some("only 1 running instance(s)"), 200)
+        .await
+        .expect("refused");
+    assert_eq!(
+        (refused.state, refused.finished_at),
+        (RunState::Refused, Some(200))
+    );
+
+    let status = store.patch_status(Some("eu-west-1")).await.expect("status");
+    let fleet_status = &status[0];
+    assert_eq!(
+        fleet_status.last_run.as_ref().map(|r| r.id),
+        Some(refused.id)
+    );
+    let success = fleet_status.last_success.as_ref().expect("a success");
+    assert_eq!(
+        (success.id, success.finished_at, success.message.as_str()),
+        (run.id, Some(130), "ok")
+    );
+    assert_eq!(
+        fleet_status.history(),
+        History {
+            last_attempt: Some(200),
+            last_success: Some(100)
+        }
+    );
+    let runs = store.patch_runs(&fleet, 10).await.expect("runs");
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![refused.id, run.id]
+    );
+    assert_eq!(runs[1].results.len(), 2);
+
+    assert!(store.delete_patch_policy(&fleet).await.expect("delete"));
+    assert!(!store.delete_patch_policy(&fleet).await.expect("again"));
+    assert_eq!(
+        store.patch_runs(&fleet, 10).await.expect("kept").len(),
+        2,
+        "history stays"
+    );
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -977,6 +1125,7 @@ store_suite!(
     intents_keep_their_place_in_the_queue,
     certificate_rows_round_trip,
     budgets_admit_no_more_than_their_limit,
+    patch_runs_keep_one_in_progress_and_their_results,
 );
 
 #[tokio::test]

@@ -23,8 +23,26 @@ const TIMEOUT_SECONDS: std::ops::RangeInclusive<u32> = 30..=2_592_000;
 
 struct SimCommand {
     sent: Duration,
+    /// When the last invocation finished.
+    finished: Option<Duration>,
     timeout: Duration,
+    comment: String,
+    commands: Vec<String>,
     invocations: Vec<Invocation>,
+}
+
+/// A command as the simulated account received it, for tests that check what ran where and
+/// when (such as no two patches of one fleet overlapping).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentCommand {
+    pub id: String,
+    pub comment: String,
+    pub commands: Vec<String>,
+    pub instance_ids: Vec<String>,
+    /// Simulated time since the account was created.
+    pub sent: Duration,
+    /// When its last invocation finished, if all have.
+    pub finished: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -39,6 +57,9 @@ pub(crate) fn settle(state: &mut State) {
     let now = state.now();
     let timings = state.config.timings.clone();
     for command in state.commands.commands.values_mut() {
+        if command.finished.is_some() {
+            continue;
+        }
         let elapsed = now.saturating_sub(command.sent);
         for invocation in &mut command.invocations {
             if invocation.status.is_done() || elapsed < timings.command_start {
@@ -66,6 +87,11 @@ pub(crate) fn settle(state: &mut State) {
                 None => (InvocationStatus::Success, String::new()),
             };
         }
+        if command.invocations.iter().all(|i| i.status.is_done()) {
+            // The last invocation finished at its due time, not at this settle.
+            let due = timings.command.min(command.timeout);
+            command.finished = Some(command.sent + due.max(timings.command_start));
+        }
     }
 }
 
@@ -85,7 +111,10 @@ fn send(state: &mut State, request: &CommandRequest) -> Result<String, CloudErro
         .collect();
     let command = SimCommand {
         sent: state.now(),
+        finished: None,
         timeout: Duration::from_secs(u64::from(request.timeout_seconds)),
+        comment: request.comment.clone(),
+        commands: request.commands.clone(),
         invocations,
     };
     state.commands.commands.insert(id.clone(), command);
@@ -151,6 +180,31 @@ impl SimulatedAws {
         let mut state = self.state();
         let failing = &mut state.commands.failing_instances;
         failing.insert(instance_id.to_owned(), message.to_owned());
+    }
+
+    /// Every command sent so far, oldest first.
+    pub fn commands_sent(&self) -> Vec<SentCommand> {
+        let mut state = self.state();
+        state.settle();
+        let mut sent: Vec<SentCommand> = state
+            .commands
+            .commands
+            .iter()
+            .map(|(id, command)| SentCommand {
+                id: id.clone(),
+                comment: command.comment.clone(),
+                commands: command.commands.clone(),
+                instance_ids: command
+                    .invocations
+                    .iter()
+                    .map(|i| i.instance_id.clone())
+                    .collect(),
+                sent: command.sent,
+                finished: command.finished,
+            })
+            .collect();
+        sent.sort_by(|a, b| (a.sent, &a.id).cmp(&(b.sent, &b.id)));
+        sent
     }
 
     /// Undoes [`Self::fail_commands_on`]: the instance runs commands again.
@@ -237,6 +291,27 @@ mod tests {
             ]
         );
         assert_eq!(done[1].error, "nginx: configuration test failed");
+    }
+
+    #[tokio::test]
+    async fn sent_commands_are_listed_with_when_they_finished() {
+        let aws = aws();
+        let instance = aws.add_instance("proxy");
+        let target = CommandTarget::Instances(vec![instance.clone()]);
+        let id = aws.send_command(&command(target)).await.expect("sent");
+
+        let running = aws.commands_sent();
+        aws.advance(Duration::from_secs(10));
+        let done = aws.commands_sent();
+
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            (running[0].id.as_str(), running[0].finished),
+            (id.as_str(), None)
+        );
+        assert_eq!(done[0].instance_ids, vec![instance]);
+        assert_eq!(done[0].comment, "reload");
+        assert_eq!(done[0].finished, Some(Duration::from_secs(3)));
     }
 
     #[tokio::test]

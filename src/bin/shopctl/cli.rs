@@ -106,6 +106,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: RegionCommand,
     },
+    /// OS patching of the fleets: policies, and when each fleet was last patched.
+    Patch {
+        #[command(subcommand)]
+        command: crate::patch::PatchCommand,
+    },
     /// EC2 instance groups.
     Group {
         #[command(subcommand)]

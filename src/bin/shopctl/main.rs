@@ -29,6 +29,7 @@ use render::{
 
 mod cli;
 mod connect;
+mod patch;
 mod render;
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +264,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 });
             }
         }
+        Command::Patch { command } => patch::patch(&mut admin, output, command).await?,
         Command::Break { shop_domain, what } => {
             let response = dev
                 .break_shop(BreakShopRequest {
