@@ -311,7 +311,7 @@ fn format_window(window: &Duration) -> String {
 /// Free certificate slots of the region's HTTPS listeners: the first listener (in configured
 /// order) holding fewer than `slots` certificates besides its default one. `None` means every
 /// listener is full.
-pub fn listener_with_room<'a>(attached: &'a [(String, usize)], slots: usize) -> Option<&'a str> {
+pub fn listener_with_room(attached: &[(String, usize)], slots: usize) -> Option<&str> {
     attached
         .iter()
         .find(|(_, count)| *count < slots)

@@ -206,7 +206,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         "one deployment per shop"
     );
 
-    let owned = shop_objects(&aws, "e2e");
+    let owned = shop_objects(aws, "e2e");
     let count = |kind| owned.iter().filter(|r| r.kind == kind).count();
     assert_eq!(count(ResourceType::TargetGroup), 5, "{owned:?}");
     assert_eq!(count(ResourceType::Listener), 5, "{owned:?}");
@@ -347,7 +347,7 @@ async fn shops_converge_heal_drift_and_are_torn_down_without_leftovers() {
         aws.resources_tagged(TAG_SHOP, &shops[0]).is_empty(),
         "teardown left objects behind"
     );
-    assert_eq!(shop_objects(&aws, "e2e").len(), 8, "the others stay");
+    assert_eq!(shop_objects(aws, "e2e").len(), 8, "the others stay");
     assert_eq!(
         store
             .store
