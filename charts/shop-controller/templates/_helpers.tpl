@@ -101,7 +101,7 @@ true
 {{- end -}}
 
 {{- define "shop-controller.acmeKeyEnabled" -}}
-{{- if or .Values.acme.accountKey .Values.acme.existingSecret -}}true{{- end -}}
+{{- if or .Values.acme.encryptionKey .Values.acme.existingSecret -}}true{{- end -}}
 {{- end -}}
 
 {{- define "shop-controller.acmeSecretName" -}}
@@ -109,13 +109,13 @@ true
 {{- end -}}
 
 {{- define "shop-controller.acmeSecretKey" -}}
-{{- if .Values.acme.existingSecret -}}{{ .Values.acme.existingSecretKey }}{{- else -}}acme-account-key{{- end -}}
+{{- if .Values.acme.existingSecret -}}{{ .Values.acme.existingSecretKey }}{{- else -}}acme-encryption-key{{- end -}}
 {{- end -}}
 
 {{/* Files the controller reads, mounted from Secrets. */}}
 {{- define "shop-controller.tokensFile" -}}/etc/shop-controller/tokens/tokens{{- end -}}
 {{- define "shop-controller.tlsDir" -}}/etc/shop-controller/tls{{- end -}}
-{{- define "shop-controller.acmeKeyFile" -}}/etc/shop-controller/acme/account-key.pem{{- end -}}
+{{- define "shop-controller.acmeKeyFile" -}}/etc/shop-controller/acme/encryption-key{{- end -}}
 
 {{/*
 Values combinations the controller cannot run with. values.schema.json refuses most of them
