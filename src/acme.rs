@@ -16,14 +16,14 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeStatus, ChallengeType, Identifier,
-    NewAccount, NewOrder, Order,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeStatus,
+    ChallengeType, Identifier, NewAccount, NewOrder, Order,
 };
 use reconcilers::Hostname;
 use reconcilers::certificate::split_pem_chain;
 use reconcilers::cloud::{
     Acme, AcmeOrder, CertificateMaterial, CloudError, ErrorKind, Http01Challenge,
-    IssuedCertificate, OrderStatus,
+    IssuedCertificate, OrderStatus, RenewalWindow,
 };
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -379,6 +379,36 @@ impl Acme for AcmeClient {
         Ok(())
     }
 
+    async fn renewal_window(
+        &self,
+        certificate_id: &str,
+    ) -> Result<Option<RenewalWindow>, CloudError> {
+        let Some((aki, serial)) = certificate_id.split_once('.') else {
+            return Err(CloudError::new(
+                ErrorKind::Invalid,
+                "acme:RenewalInfo",
+                format!("{certificate_id:?} is no renewal information identifier"),
+            ));
+        };
+        let id = CertificateIdentifier {
+            authority_key_identifier: aki.into(),
+            serial: serial.into(),
+        };
+        let (info, retry_after) = match self.account.renewal_info(&id).await {
+            Ok(answer) => answer,
+            Err(instant_acme::Error::Unsupported(_)) => return Ok(None),
+            Err(error) => return Err(classify("acme:RenewalInfo", error)),
+        };
+        let window = &info.suggested_window;
+        let start = window.start.unix_timestamp_nanos() / 1_000_000;
+        let end = window.end.unix_timestamp_nanos() / 1_000_000;
+        Ok(Some(RenewalWindow {
+            start: i64::try_from(start).unwrap_or(i64::MAX),
+            end: i64::try_from(end).unwrap_or(i64::MAX),
+            retry_after,
+        }))
+    }
+
     async fn finalize(&self, url: &str) -> Result<Option<IssuedCertificate>, CloudError> {
         let mut order = self.open_order("acme:GetOrder", url).await?;
         let pending = self.pending_keys().get(url).cloned();
@@ -458,6 +488,13 @@ impl Acme for LazyAcme {
 
     async fn finalize(&self, url: &str) -> Result<Option<IssuedCertificate>, CloudError> {
         self.client().await?.finalize(url).await
+    }
+
+    async fn renewal_window(
+        &self,
+        certificate_id: &str,
+    ) -> Result<Option<RenewalWindow>, CloudError> {
+        self.client().await?.renewal_window(certificate_id).await
     }
 }
 

@@ -27,7 +27,7 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let address = listener.local_addr().ok();
-    tracing::info!(server = what, address = ?address, "serving http");
+    tracing::info!(server = what, address = ?address, "serving {what}");
     let handler = Arc::new(handler);
     tokio::pin!(shutdown);
     loop {

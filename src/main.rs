@@ -55,6 +55,10 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("listen on {address} for ACME challenges"))?;
                 let served = responder::serve(responder, store.clone(), server::shutdown_signal());
                 tokio::spawn(served);
+                let every = std::time::Duration::from_secs(10 * 60);
+                let purge =
+                    responder::purge_expired(store.clone(), every, server::shutdown_signal());
+                tokio::spawn(purge);
             }
             let planner = Arc::new(planner);
             let controller = args.reconcile.reconcile.then(|| planner.clone());

@@ -105,6 +105,12 @@ pub struct CertificateRecord {
     pub next_attempt_at: Option<i64>,
     /// Why `next_attempt_at` is set.
     pub wait_reason: Option<WaitReason>,
+    /// The imported certificate's ACME Renewal Information identifier.
+    pub renewal_info_id: Option<String>,
+    /// When the CA's renewal information asks for a renewal, if sooner than two thirds.
+    pub renew_after: Option<i64>,
+    /// When to ask the CA for renewal information again.
+    pub renewal_info_next_check: Option<i64>,
     pub updated_at: i64,
 }
 
@@ -124,13 +130,25 @@ impl CertificateRecord {
             last_error: None,
             next_attempt_at: None,
             wait_reason: None,
+            renewal_info_id: None,
+            renew_after: None,
+            renewal_info_next_check: None,
             updated_at: now,
         }
     }
 
-    /// When the imported certificate should be replaced, if there is one.
+    /// When the imported certificate should be replaced, if there is one: at two thirds of its
+    /// lifetime, or sooner when the CA's renewal information says so.
     pub fn renew_at(&self) -> Option<i64> {
-        Some(renewal_time(self.not_before?, self.not_after?))
+        let planned = renewal_time(self.not_before?, self.not_after?);
+        Some(self.renew_after.map_or(planned, |asked| asked.min(planned)))
+    }
+
+    /// Whether the CA's renewal information is due for a look at `now`.
+    pub fn renewal_info_due(&self, now: i64) -> bool {
+        self.acm_arn.is_some()
+            && self.renewal_info_id.is_some()
+            && self.renewal_info_next_check.is_none_or(|at| now >= at)
     }
 
     /// Whether the imported certificate (if any) needs replacing at `now`.
@@ -318,6 +336,34 @@ pub fn listener_with_room(attached: &[(String, usize)], slots: usize) -> Option<
         .map(|(arn, _)| arn.as_str())
 }
 
+/// The certificate's identifier for ACME Renewal Information (RFC 9773): the base64url (no
+/// padding) authority key identifier and serial number octets, joined by a dot. `None` when
+/// the certificate lacks either.
+pub fn renewal_info_id(certificate_pem: &str) -> Option<String> {
+    let parsed = crate::x509::parse_pem(certificate_pem)?;
+    Some(format!(
+        "{}.{}",
+        base64url(&parsed.authority_key_id?),
+        base64url(&parsed.serial?)
+    ))
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let bits = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            let index = (bits >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(ALPHABET[index as usize]));
+        }
+    }
+    out
+}
+
 /// Splits a PEM bundle as CAs send it (leaf first, then the intermediates) into the leaf and
 /// the chain.
 pub fn split_pem_chain(bundle: &str) -> (String, String) {
@@ -366,6 +412,43 @@ mod tests {
         record.not_after = Some(90 * DAY);
         assert!(!record.needs_certificate(60 * DAY - 1));
         assert!(record.needs_certificate(60 * DAY));
+    }
+
+    #[test]
+    fn renewal_information_can_only_bring_the_renewal_forward() {
+        let mut record = CertificateRecord::new(host("shop.example.com"), "a.es-hs.com", 0);
+        record.acm_arn = Some("arn".to_owned());
+        record.not_before = Some(0);
+        record.not_after = Some(90 * DAY);
+        record.renew_after = Some(10 * DAY);
+        assert_eq!(record.renew_at(), Some(10 * DAY));
+        assert!(record.needs_certificate(10 * DAY));
+        record.renew_after = Some(80 * DAY);
+        assert_eq!(
+            record.renew_at(),
+            Some(60 * DAY),
+            "never later than two thirds"
+        );
+
+        assert!(!record.renewal_info_due(0), "no identifier");
+        record.renewal_info_id = Some("aki.serial".to_owned());
+        assert!(record.renewal_info_due(0));
+        record.renewal_info_next_check = Some(5);
+        assert!(!record.renewal_info_due(4));
+        assert!(record.renewal_info_due(5));
+    }
+
+    #[test]
+    fn the_renewal_information_id_is_base64url_of_the_key_id_and_serial() {
+        let id = renewal_info_id(crate::x509::tests::WITH_ALT_NAMES).expect("id");
+        // 7F22DAC1... and 6D145143... in base64url without padding.
+        assert_eq!(
+            id,
+            "fyLawbvZzEdY5jR2LVnfE33duiA.bRRRQzOMiRp8Uf-wK2nAcTx8Nfg"
+        );
+        assert_eq!(base64url(b"hello"), "aGVsbG8");
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(renewal_info_id("not a certificate"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod load_balancing;
 mod run_command;
 mod storage;
 
-pub use acme::{Acme, AcmeOrder, Http01Challenge, IssuedCertificate, OrderStatus};
+pub use acme::{Acme, AcmeOrder, Http01Challenge, IssuedCertificate, OrderStatus, RenewalWindow};
 pub use builds::{Build, BuildRequest, BuildStatus, Builds};
 pub use certificates::{CertificateMaterial, CertificateSummary, Certificates};
 pub use deployments::{Deployment, DeploymentRequest, DeploymentStatus, Deployments, Revision};

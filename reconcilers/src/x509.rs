@@ -15,6 +15,10 @@ const TAG_DNS_NAME: u8 = 0x82;
 const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
 /// 2.5.29.17, subject alternative names.
 const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+/// 2.5.29.35, the authority key identifier.
+const OID_AUTHORITY_KEY_ID: &[u8] = &[0x55, 0x1d, 0x23];
+/// The `[0] keyIdentifier` of an authority key identifier.
+const TAG_KEY_IDENTIFIER: u8 = 0x80;
 
 /// What ACM reads from a certificate.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,6 +28,10 @@ pub struct Parsed {
     pub not_before: Option<i64>,
     /// Milliseconds since the Unix epoch.
     pub not_after: Option<i64>,
+    /// The serial number's content octets.
+    pub serial: Option<Vec<u8>>,
+    /// The issuer's key identifier (the authority key identifier's `keyIdentifier` octets).
+    pub authority_key_id: Option<Vec<u8>>,
 }
 
 /// Reads the first certificate of a PEM text.
@@ -38,7 +46,11 @@ pub fn parse_pem(pem: &str) -> Option<Parsed> {
     let subject = fields.get(offset + 4)?.1;
     let extensions = fields.iter().find(|(tag, _)| *tag == TAG_EXTENSIONS);
     let alt_name = extensions.and_then(|(_, body)| first_dns_name(body));
+    let serial = fields.get(offset).map(|(_, body)| body.to_vec());
+    let authority_key_id = extensions.and_then(|(_, body)| authority_key_id(body));
     Some(Parsed {
+        serial,
+        authority_key_id,
         domain: alt_name.or_else(|| common_name(subject)),
         not_before: elements(validity)?
             .first()
@@ -119,6 +131,30 @@ fn common_name(subject: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// The value of the extension `oid`, its octet string's contents.
+fn extension_value<'a>(extensions: &'a [u8], oid: &[u8]) -> Option<&'a [u8]> {
+    let (_, list, _) = element(extensions)?;
+    for (_, extension) in elements(list)? {
+        let parts = elements(extension)?;
+        if parts.first() == Some(&(TAG_OID, oid)) {
+            return parts
+                .iter()
+                .find(|(tag, _)| *tag == TAG_OCTET_STRING)
+                .map(|(_, value)| *value);
+        }
+    }
+    None
+}
+
+fn authority_key_id(extensions: &[u8]) -> Option<Vec<u8>> {
+    let value = extension_value(extensions, OID_AUTHORITY_KEY_ID)?;
+    let (_, fields, _) = element(value)?;
+    elements(fields)?
+        .into_iter()
+        .find(|(tag, _)| *tag == TAG_KEY_IDENTIFIER)
+        .map(|(_, id)| id.to_vec())
 }
 
 fn first_dns_name(extensions: &[u8]) -> Option<String> {
@@ -210,6 +246,26 @@ AiApO6v3YTaI8daVcuCdYz1gCeDuo5j9Vyo9uLjOnmwbngIgbibDiXM36zvIU2+/\n\
 F7urJ5Wn3Oeoq42imiIkur5yyV8=\n\
 -----END CERTIFICATE-----\n\
 ";
+
+    #[test]
+    fn serial_and_authority_key_id_are_read_as_their_octets() {
+        let parsed = parse_pem(WITH_ALT_NAMES).expect("parsed");
+        let hex = |bytes: Option<Vec<u8>>| {
+            bytes
+                .expect("present")
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<String>()
+        };
+        assert_eq!(
+            hex(parsed.serial),
+            "6D145143338C891A7C51FFB02B69C0713C7C35F8"
+        );
+        assert_eq!(
+            hex(parsed.authority_key_id),
+            "7F22DAC1BBD9CC4758E634762D59DF137DDDBA20"
+        );
+    }
 
     #[test]
     fn the_domain_is_the_first_dns_name_else_the_common_name() {

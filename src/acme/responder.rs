@@ -66,3 +66,24 @@ async fn respond(store: &dyn Store, request: &Request<Incoming>) -> Response<Ful
         }
     }
 }
+
+/// Forgets challenges past their expiry every `every` until `shutdown` resolves: orders end
+/// by removing their own, so this only clears what a crash left behind.
+pub async fn purge_expired(
+    store: Arc<dyn Store>,
+    every: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        match store.purge_expired_challenges(now_millis()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged expired challenges"),
+            Err(error) => tracing::warn!(%error, "could not purge expired challenges"),
+        }
+    }
+}

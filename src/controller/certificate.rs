@@ -38,6 +38,12 @@ use crate::store::{AcmeChallenge, Intent, Lease, ShopView, now_millis};
 const CHALLENGE_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 /// How soon to look again at an order the CA dropped or whose key was lost.
 const REORDER_DELAY: Duration = Duration::from_secs(5);
+/// Renewal information is asked for at most this often, whatever the CA says.
+const RENEWAL_INFO_MIN_RETRY_MS: i64 = 1_000;
+/// A CA without renewal information is asked again after a day (it may have gained it).
+const RENEWAL_INFO_UNSUPPORTED_RETRY_MS: i64 = 24 * 60 * 60 * 1000;
+/// After a failed request, an hour.
+const RENEWAL_INFO_FAILED_RETRY_MS: i64 = 60 * 60 * 1000;
 /// How soon to look again at a certificate ACM still holds as in use after its detachment.
 const IN_USE_DELAY: Duration = Duration::from_secs(15);
 
@@ -141,6 +147,10 @@ impl Controller {
             },
         };
         self.verify_imported(&region, lease, &mut record).await?;
+        if record.renewal_info_due(now) {
+            self.check_renewal_info(lease, settings, &mut record, now)
+                .await?;
+        }
         if record.needs_certificate(now) {
             self.issue(view, lease, settings, &region, &mut record, now)
                 .await?;
@@ -210,6 +220,35 @@ impl Controller {
             }
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Asks the CA when it wants the certificate renewed (ACME Renewal Information): a window
+    /// sooner than two thirds of the lifetime (a coming revocation, say) brings the renewal
+    /// forward. Never blocks the reconcile: without an answer the plan stays two thirds.
+    async fn check_renewal_info(
+        &self,
+        lease: &Lease,
+        settings: &CertificateSettings,
+        record: &mut CertificateRecord,
+        now: i64,
+    ) -> Result<(), Blocked> {
+        let Some(id) = record.renewal_info_id.clone() else {
+            return Ok(());
+        };
+        let next_check = match settings.acme.renewal_window(&id).await {
+            Ok(Some(window)) => {
+                record.renew_after = Some(renewal_point(&record.domain, &window));
+                let retry = millis_of(window.retry_after).max(RENEWAL_INFO_MIN_RETRY_MS);
+                now.saturating_add(retry)
+            }
+            Ok(None) => now.saturating_add(RENEWAL_INFO_UNSUPPORTED_RETRY_MS),
+            Err(error) => {
+                tracing::warn!(domain = %record.domain, %error, "could not read renewal information");
+                now.saturating_add(RENEWAL_INFO_FAILED_RETRY_MS)
+            }
+        };
+        record.renewal_info_next_check = Some(next_check);
+        self.save(lease, record).await
     }
 
     /// Moves the domain's order one step: place it, publish its challenges and ask the CA to
@@ -529,6 +568,9 @@ impl Controller {
         record.last_error = None;
         record.next_attempt_at = None;
         record.wait_reason = None;
+        record.renewal_info_id = certificate::renewal_info_id(&issued.material.certificate_pem);
+        record.renew_after = None;
+        record.renewal_info_next_check = None;
         if record.state != CertificateState::Ready {
             record.state = CertificateState::Issued;
         }
@@ -830,6 +872,25 @@ fn slots_full(region: &RegionConfig, slots: usize) -> Blocked {
         ),
         outcome: Outcome::Wait("certificate_slots"),
     }
+}
+
+/// The moment in a suggested renewal window this domain renews at: spread over the window by
+/// the domain's name, so many certificates with one window do not renew at once; at once
+/// when the window has passed.
+fn renewal_point(domain: &Hostname, window: &reconcilers::cloud::RenewalWindow) -> i64 {
+    let span = window.end.saturating_sub(window.start).max(0);
+    if span == 0 {
+        return window.start;
+    }
+    let spread = domain.as_str().bytes().fold(0u64, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
+    let offset = i64::try_from(spread % u64::try_from(span).unwrap_or(1)).unwrap_or(0);
+    window.start.saturating_add(offset)
+}
+
+fn millis_of(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Looks again at `at`, and not sooner than in a second.

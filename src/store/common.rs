@@ -211,7 +211,7 @@ pub(super) fn status_from_parts(
 /// Certificate columns, in the order [`CertificateRow`] holds them.
 pub(super) const CERTIFICATE_COLUMNS: &str = "domain, shop_domain, state, order_url, acm_arn, \
     listener_arn, not_before, not_after, failures, last_error, next_attempt_at, wait_reason, \
-    updated_at";
+    renewal_info_id, renew_after, renewal_info_next_check, updated_at";
 
 /// The raw columns of a `shop_certificates` row.
 pub(super) struct CertificateRow {
@@ -227,6 +227,9 @@ pub(super) struct CertificateRow {
     pub(super) last_error: Option<String>,
     pub(super) next_attempt_at: Option<i64>,
     pub(super) wait_reason: Option<String>,
+    pub(super) renewal_info_id: Option<String>,
+    pub(super) renew_after: Option<i64>,
+    pub(super) renewal_info_next_check: Option<i64>,
     pub(super) updated_at: i64,
 }
 
@@ -246,6 +249,9 @@ impl CertificateRow {
             last_error: self.last_error,
             next_attempt_at: self.next_attempt_at,
             wait_reason: self.wait_reason.as_deref().and_then(WaitReason::parse),
+            renewal_info_id: self.renewal_info_id,
+            renew_after: self.renew_after,
+            renewal_info_next_check: self.renewal_info_next_check,
             updated_at: self.updated_at,
         })
     }
@@ -345,7 +351,10 @@ macro_rules! impl_store {
                     last_error: row.try_get(9).map_err(get)?,
                     next_attempt_at: row.try_get(10).map_err(get)?,
                     wait_reason: row.try_get(11).map_err(get)?,
-                    updated_at: row.try_get(12).map_err(get)?,
+                    renewal_info_id: row.try_get(12).map_err(get)?,
+                    renew_after: row.try_get(13).map_err(get)?,
+                    renewal_info_next_check: row.try_get(14).map_err(get)?,
+                    updated_at: row.try_get(15).map_err(get)?,
                 }
                 .into_record()
             }
@@ -1458,14 +1467,18 @@ macro_rules! impl_store {
                 async fn put_certificate(&self, record: &CertificateRecord) -> Result<()> {
                     let sql = format!(
                         "INSERT INTO shop_certificates ({CERTIFICATE_COLUMNS}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                          ON CONFLICT (domain) DO UPDATE SET shop_domain = excluded.shop_domain, \
                          state = excluded.state, order_url = excluded.order_url, \
                          acm_arn = excluded.acm_arn, listener_arn = excluded.listener_arn, \
                          not_before = excluded.not_before, not_after = excluded.not_after, \
                          failures = excluded.failures, last_error = excluded.last_error, \
                          next_attempt_at = excluded.next_attempt_at, \
-                         wait_reason = excluded.wait_reason, updated_at = excluded.updated_at"
+                         wait_reason = excluded.wait_reason, \
+                         renewal_info_id = excluded.renewal_info_id, \
+                         renew_after = excluded.renew_after, \
+                         renewal_info_next_check = excluded.renewal_info_next_check, \
+                         updated_at = excluded.updated_at"
                     );
                     sqlx::query(&sql)
                         .bind(record.domain.as_str())
@@ -1480,6 +1493,9 @@ macro_rules! impl_store {
                         .bind(record.last_error.as_deref())
                         .bind(record.next_attempt_at)
                         .bind(record.wait_reason.map(WaitReason::as_str))
+                        .bind(record.renewal_info_id.as_deref())
+                        .bind(record.renew_after)
+                        .bind(record.renewal_info_next_check)
                         .bind(record.updated_at)
                         .execute(&self.pool)
                         .await

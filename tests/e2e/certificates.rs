@@ -407,3 +407,55 @@ async fn a_changed_domain_replaces_its_certificate_and_a_deleted_shop_leaves_non
     );
     world.running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_information_brings_a_renewal_forward_into_the_same_arn() {
+    let world = world(
+        ClockMode::Scaled(40.0),
+        SimAcmeConfig {
+            renewal_info_retry: Duration::from_millis(200),
+            ..SimAcmeConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    point_at_us(&world.domains, "shop.example.com");
+    deploy(&world, "a.es-hs.com", "shop.example.com").await;
+    let first = ready(store(&world), "shop.example.com").await;
+    let arn = first.acm_arn.clone().expect("imported");
+    assert!(
+        first.renewal_info_id.is_some(),
+        "identified for renewal information"
+    );
+
+    // The CA asks for a renewal now, as before a revocation; two thirds is 60 days away.
+    let now = shop_controller::store::now_millis();
+    world
+        .ca
+        .suggest_renewal(&host("shop.example.com"), now - 1_000, now);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let renewed = loop {
+        let row = store(&world)
+            .certificate("shop.example.com")
+            .await
+            .expect("read")
+            .expect("row");
+        // A new certificate has a new serial, so a new identifier.
+        if row.renewal_info_id != first.renewal_info_id && row.state == CertificateState::Ready {
+            break row;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never renewed: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(renewed.acm_arn, Some(arn.clone()), "same ARN");
+    assert_eq!(
+        renewed.renew_after, None,
+        "the new certificate has its own window"
+    );
+    assert_eq!(listener_certificates(&world).await, vec![arn]);
+    assert_eq!(world.ca.certificates_issued(), 2);
+    world.running.stop().await;
+}

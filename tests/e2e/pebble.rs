@@ -427,3 +427,158 @@ async fn a_domain_pointing_elsewhere_never_reaches_pebble() {
     assert!(error.contains("203.0.113.7"), "{error}");
     assert_eq!(row.order_url, None, "no order at the CA");
 }
+
+/// The `Acme` contract, asserted alike against the simulated CA and pebble: an order whose
+/// token is served ends in a certificate for the domain, once; one whose token is not
+/// served ends invalid with the CA's reason; an unknown order is an error.
+async fn acme_contract(
+    ca: &dyn reconcilers::cloud::Acme,
+    store: &dyn Store,
+    served: &str,
+    unserved: &str,
+    unknown_order: &str,
+) {
+    use reconcilers::cloud::OrderStatus;
+
+    let domain = reconcilers::Hostname::parse(served).expect("valid");
+    let order = ca.new_order(&domain).await.expect("order");
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert_eq!(order.challenges.len(), 1);
+    let challenge = &order.challenges[0];
+    assert_eq!(challenge.domain, domain);
+    assert!(challenge.key_authorization.starts_with(&challenge.token));
+    store
+        .put_challenge(&shop_controller::store::AcmeChallenge {
+            token: challenge.token.clone(),
+            domain: served.to_owned(),
+            key_authorization: challenge.key_authorization.clone(),
+            expires_at: now_millis() + 60_000,
+        })
+        .await
+        .expect("publish");
+    ca.challenges_ready(&order.url).await.expect("ready");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let issued = loop {
+        let status = ca.order(&order.url).await.expect("order").status;
+        assert_ne!(status, OrderStatus::Invalid, "validation failed");
+        if status == OrderStatus::Ready
+            && let Some(issued) = ca.finalize(&order.url).await.expect("finalize")
+        {
+            break issued;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never issued");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let parsed =
+        reconcilers::x509::parse_pem(&issued.material.certificate_pem).expect("a certificate");
+    assert_eq!(parsed.domain.as_deref(), Some(served));
+    assert!(issued.not_after > now_millis());
+    assert!(issued.material.private_key_pem.contains("PRIVATE KEY"));
+    assert_eq!(
+        ca.order(&order.url).await.expect("order").status,
+        OrderStatus::Valid
+    );
+    assert!(
+        ca.finalize(&order.url).await.is_err(),
+        "a finalized order yields no second key"
+    );
+
+    let lost = reconcilers::Hostname::parse(unserved).expect("valid");
+    let order = ca.new_order(&lost).await.expect("order");
+    ca.challenges_ready(&order.url).await.expect("ready");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let invalid = loop {
+        let order = ca.order(&order.url).await.expect("order");
+        if order.status == OrderStatus::Invalid {
+            break order;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never invalid: {order:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reason = invalid.challenges[0].error.clone().expect("a reason");
+    assert!(!reason.is_empty());
+
+    // Let's Encrypt and the simulated CA answer an unknown order with a 404 problem (not
+    // found); pebble with an empty body, which reads as an error of its own.
+    let missing = ca.order(unknown_order).await.expect_err("unknown");
+    assert!(!missing.message.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_contract_against_the_simulated_ca() {
+    use reconcilers::sim::{SimAcme, SimAcmeConfig, SimDomains};
+
+    let store = crate::support::sqlite_store().await;
+    let domains = Arc::new(SimDomains::new(
+        vec![Ipv4Addr::LOCALHOST.into()],
+        Arc::new(shop_controller::dev::StoreChallenges(store.store.clone())),
+    ));
+    domains.set_records(
+        &reconcilers::Hostname::parse("served.example.com").expect("valid"),
+        reconcilers::cloud::DnsAnswers {
+            a: vec![Ipv4Addr::LOCALHOST],
+            ..Default::default()
+        },
+    );
+    let ca = SimAcme::new(domains, SimAcmeConfig::default());
+    acme_contract(
+        &ca,
+        store.store.as_ref(),
+        "served.example.com",
+        "unserved.example.com",
+        "https://acme.sim/order/999999",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_contract_against_pebble() {
+    let store = crate::support::sqlite_store().await;
+    let dns = ChallTestSrv::start().await;
+    dns.add_a("served.pebble.test", &[Ipv4Addr::LOCALHOST])
+        .await;
+    let responder = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = responder.local_addr().expect("address").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(shop_controller::acme::responder::serve(
+        responder,
+        store.store.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: port,
+        dns: dns.dns,
+        validity: None,
+    })
+    .await;
+    let config = AcmeConfig {
+        directory_url: pebble.directory_url.clone(),
+        ca_root: Some(pebble.root_pem.clone()),
+        contacts: Vec::new(),
+        encryption_key: Secret::new(base64::engine::general_purpose::STANDARD.encode([3u8; 32])),
+    };
+    let ca = shop_controller::acme::AcmeClient::connect(&config, store.store.clone())
+        .await
+        .expect("account");
+    // A second replica finds the stored account rather than creating another.
+    shop_controller::acme::AcmeClient::connect(&config, store.store.clone())
+        .await
+        .expect("stored account");
+    let unknown = pebble.directory_url.replace("/dir", "/my-order/unknown");
+    acme_contract(
+        &ca,
+        store.store.as_ref(),
+        "served.pebble.test",
+        "unserved.pebble.test",
+        &unknown,
+    )
+    .await;
+    let _ = stop.send(());
+}

@@ -11,7 +11,7 @@ use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use shop_controller::dev::{dev_instance_group, dev_region_config};
-use shop_controller::store::{Change, Claim, Intent, ShopQuery, Store, StoreError};
+use shop_controller::store::{AcmeChallenge, Change, Claim, Intent, ShopQuery, Store, StoreError};
 
 use crate::support::TestStore;
 
@@ -840,6 +840,9 @@ async fn certificate_rows_round_trip(store: TestStore) {
     record.last_error = Some("challenge rejected".to_owned());
     record.next_attempt_at = Some(300);
     record.wait_reason = Some(reconcilers::certificate::WaitReason::ChallengeRejected);
+    record.renewal_info_id = Some("aki.serial".to_owned());
+    record.renew_after = Some(150);
+    record.renewal_info_next_check = Some(160);
     record.updated_at = 9;
     store.put_certificate(&record).await.expect("replace");
     let other = CertificateRecord::new(
@@ -1089,6 +1092,85 @@ async fn patch_runs_keep_one_in_progress_and_their_results(store: TestStore) {
     );
 }
 
+async fn one_acme_account_per_directory(store: TestStore) {
+    let store = store.store;
+    let directory = "https://acme.test/dir";
+    assert_eq!(store.acme_account(directory).await.expect("read"), None);
+
+    let (first, second) = tokio::join!(
+        store.put_acme_account(directory, "sealed-a", 1),
+        store.put_acme_account(directory, "sealed-b", 2),
+    );
+    let (first, second) = (first.expect("first"), second.expect("second"));
+    assert_eq!(first, second, "both replicas use one account");
+    assert!(first == "sealed-a" || first == "sealed-b");
+    assert_eq!(
+        store.acme_account(directory).await.expect("read"),
+        Some(first.clone())
+    );
+
+    let other = store
+        .put_acme_account("https://other.test/dir", "sealed-c", 3)
+        .await
+        .expect("other directory");
+    assert_eq!(other, "sealed-c");
+    let again = store
+        .put_acme_account(directory, "sealed-d", 4)
+        .await
+        .expect("again");
+    assert_eq!(again, first, "a stored account is never replaced");
+}
+
+fn challenge(token: &str, domain: &str, expires_at: i64) -> AcmeChallenge {
+    AcmeChallenge {
+        token: token.to_owned(),
+        domain: domain.to_owned(),
+        key_authorization: format!("{token}.thumbprint"),
+        expires_at,
+    }
+}
+
+async fn challenges_are_answered_until_they_expire_or_are_removed(store: TestStore) {
+    let store = store.store;
+    for c in [
+        challenge("t1", "shop.example.com", 100),
+        challenge("t2", "shop.example.com", 200),
+        challenge("t3", "other.example.com", 200),
+    ] {
+        store.put_challenge(&c).await.expect("put");
+    }
+    let answer = |token: &'static str, now| {
+        let store = store.clone();
+        async move { store.challenge_response(token, now).await.expect("read") }
+    };
+    assert_eq!(answer("t1", 99).await.as_deref(), Some("t1.thumbprint"));
+    assert_eq!(answer("t1", 100).await, None, "expired at its instant");
+    assert_eq!(answer("nope", 0).await, None);
+
+    let mut renewed = challenge("t1", "shop.example.com", 300);
+    renewed.key_authorization = "t1.new".to_owned();
+    store.put_challenge(&renewed).await.expect("replace");
+    assert_eq!(answer("t1", 250).await.as_deref(), Some("t1.new"));
+
+    assert_eq!(store.purge_expired_challenges(200).await.expect("purge"), 2);
+    assert_eq!(answer("t3", 0).await, None, "purged");
+    assert_eq!(answer("t1", 250).await.as_deref(), Some("t1.new"));
+
+    store
+        .put_challenge(&challenge("t4", "other.example.com", 500))
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .remove_challenges("shop.example.com")
+            .await
+            .expect("remove"),
+        1
+    );
+    assert_eq!(answer("t1", 250).await, None);
+    assert_eq!(answer("t4", 250).await.as_deref(), Some("t4.thumbprint"));
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1125,6 +1207,8 @@ store_suite!(
     intents_keep_their_place_in_the_queue,
     certificate_rows_round_trip,
     budgets_admit_no_more_than_their_limit,
+    one_acme_account_per_directory,
+    challenges_are_answered_until_they_expire_or_are_removed,
     patch_runs_keep_one_in_progress_and_their_results,
 );
 

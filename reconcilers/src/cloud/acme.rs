@@ -101,4 +101,24 @@ pub trait Acme: Send + Sync {
     /// `Ok(None)` while the CA is still issuing: ask again later. The key exists only in the
     /// returned material, so a crash before the import costs one new order.
     async fn finalize(&self, url: &str) -> Result<Option<IssuedCertificate>, CloudError>;
+
+    /// The CA's suggested renewal window for a certificate, by its ACME Renewal Information
+    /// identifier ([`crate::certificate::renewal_info_id`]); `Ok(None)` from a CA without
+    /// renewal information.
+    async fn renewal_window(
+        &self,
+        certificate_id: &str,
+    ) -> Result<Option<RenewalWindow>, CloudError> {
+        let _ = certificate_id;
+        Ok(None)
+    }
+}
+
+/// When the CA would like a certificate renewed (RFC 9773), and when to ask again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewalWindow {
+    /// Milliseconds since the Unix epoch.
+    pub start: i64,
+    pub end: i64,
+    pub retry_after: std::time::Duration,
 }

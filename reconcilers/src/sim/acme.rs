@@ -14,7 +14,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 
 use crate::cloud::{
     Acme, AcmeOrder, CertificateMaterial, CloudError, Domains, ErrorKind, Http01Challenge,
-    IssuedCertificate, OrderStatus,
+    IssuedCertificate, OrderStatus, RenewalWindow,
 };
 use crate::hostname::Hostname;
 
@@ -25,6 +25,8 @@ pub struct SimAcmeConfig {
     pub validity: Duration,
     /// New orders allowed per window, like Let's Encrypt's per-account limit; `None` is no limit.
     pub order_limit: Option<(u32, Duration)>,
+    /// How long the renewal information answers say to wait before asking again.
+    pub renewal_info_retry: Duration,
 }
 
 impl Default for SimAcmeConfig {
@@ -32,6 +34,7 @@ impl Default for SimAcmeConfig {
         Self {
             validity: Duration::from_secs(90 * 24 * 60 * 60),
             order_limit: None,
+            renewal_info_retry: Duration::from_secs(6 * 60 * 60),
         }
     }
 }
@@ -53,6 +56,10 @@ struct State {
     rejected: HashSet<Hostname>,
     failed_validations: u64,
     issued: u64,
+    /// Renewal windows by certificate identifier: issued ones, or what a test suggests.
+    windows: HashMap<String, (i64, i64)>,
+    /// The domain of each issued certificate, by identifier.
+    by_domain: Vec<(String, Hostname)>,
 }
 
 struct Order {
@@ -108,6 +115,21 @@ impl SimAcme {
         self.state().failed_validations
     }
 
+    /// Asks for the renewal of every certificate issued for `domain` so far within
+    /// `[start, end]` (milliseconds since the epoch), as a CA revoking them soon would.
+    pub fn suggest_renewal(&self, domain: &Hostname, start: i64, end: i64) {
+        let mut state = self.state();
+        let ids: Vec<String> = state
+            .by_domain
+            .iter()
+            .filter(|(_, d)| d == domain)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            state.windows.insert(id, (start, end));
+        }
+    }
+
     /// Certificates issued so far.
     pub fn certificates_issued(&self) -> u64 {
         self.state().issued
@@ -130,6 +152,8 @@ impl SimAcme {
         params
             .distinguished_name
             .push(DnType::CommonName, domain.as_str());
+        // Renewal information identifies a certificate by its issuer's key id and serial.
+        params.use_authority_key_identifier_extension = true;
         params.not_before = to_time(now)?;
         params.not_after = to_time(not_after)?;
         let key = KeyPair::generate().map_err(failed)?;
@@ -268,10 +292,37 @@ impl Acme for SimAcme {
         let issued = self.issue(&domain)?;
         let mut state = self.state();
         state.issued += 1;
+        if let Some(id) = crate::certificate::renewal_info_id(&issued.material.certificate_pem) {
+            // Like Let's Encrypt: a window in the last third of the lifetime.
+            let lifetime = issued.not_after - issued.not_before;
+            let start = issued.not_before + lifetime / 3 * 2;
+            let end = issued.not_before + lifetime / 4 * 3;
+            state.windows.insert(id.clone(), (start, end));
+            state.by_domain.push((id, domain.clone()));
+        }
         if let Some(order) = state.orders.get_mut(url) {
             order.status = OrderStatus::Valid;
         }
         Ok(Some(issued))
+    }
+
+    async fn renewal_window(
+        &self,
+        certificate_id: &str,
+    ) -> Result<Option<RenewalWindow>, CloudError> {
+        let state = self.state();
+        let (start, end) = state.windows.get(certificate_id).copied().ok_or_else(|| {
+            CloudError::new(
+                ErrorKind::NotFound,
+                "acme:RenewalInfo",
+                format!("no certificate {certificate_id}"),
+            )
+        })?;
+        Ok(Some(RenewalWindow {
+            start,
+            end,
+            retry_after: self.config.renewal_info_retry,
+        }))
     }
 }
 
@@ -363,6 +414,22 @@ mod tests {
             "the key is gone once finalized"
         );
         assert_eq!(ca.certificates_issued(), 1);
+
+        // Renewal information: the last third of the lifetime, until a test asks sooner.
+        let id = crate::certificate::renewal_info_id(&issued.material.certificate_pem)
+            .expect("identifiable");
+        let window = ca.renewal_window(&id).await.expect("info").expect("window");
+        let lifetime = issued.not_after - issued.not_before;
+        assert_eq!(window.start, issued.not_before + lifetime / 3 * 2);
+        ca.suggest_renewal(&domain, 5, 10);
+        let window = ca.renewal_window(&id).await.expect("info").expect("window");
+        assert_eq!((window.start, window.end), (5, 10));
+        assert!(
+            ca.renewal_window("nope.nope")
+                .await
+                .expect_err("unknown")
+                .is_not_found()
+        );
     }
 
     #[tokio::test]

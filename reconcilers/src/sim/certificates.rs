@@ -127,6 +127,8 @@ fn facts_of(state: &State, certificate_pem: &str) -> CertificateFacts {
         domain: None,
         not_before: None,
         not_after: None,
+        serial: None,
+        authority_key_id: None,
     });
     CertificateFacts {
         domain: parsed.domain.unwrap_or_default(),
