@@ -216,8 +216,10 @@ async fn get(address: SocketAddr, domain: &Hostname, token: &str) -> Result<Stri
         .await
         .map_err(|e| failed(e.to_string()))?;
     let status = response.status().as_u16();
-    // TODO(#5): the CA follows redirects (to HTTPS too); a 3xx is reported as it is, and the
-    // diagnosis names the redirect as the thing to fix.
+    // Not followed, on purpose: the proxy ALB's port-80 rule answers the challenge path itself,
+    // so a redirect means something else answers first (a CDN's "always HTTPS", another
+    // server). The CA would follow it to a place that does not serve our tokens; the status
+    // names the redirect as the thing to fix.
     if status != 200 {
         return Err(FetchError::Status {
             address: address.to_string(),
