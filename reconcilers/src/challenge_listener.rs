@@ -428,6 +428,41 @@ pub async fn reconcile(
     })
 }
 
+/// Removes what this installation made on the ALB's port 80 for a region that no longer wants
+/// it (its responder target group unset, or the region disabled): our rules, then our
+/// listener once no rule of anyone else is left on it. An operator's listener and rules stay.
+/// Returns the ARNs deleted; none when there was nothing of ours.
+pub async fn remove(
+    load_balancing: &dyn LoadBalancing,
+    alb_arn: &str,
+    owner: &Owner,
+) -> Result<Vec<String>, CloudError> {
+    let Some(observed) = observe(load_balancing, alb_arn).await? else {
+        return Ok(Vec::new());
+    };
+    let tags_of = |arn: &str| observed.rule_tags.get(arn).map_or(&[][..], Vec::as_slice);
+    let (ours, others): (Vec<&ListenerRule>, Vec<&ListenerRule>) = observed
+        .rules
+        .iter()
+        .filter(|rule| !rule.is_default())
+        .partition(|rule| Owner::from_tags(tags_of(&rule.arn)).as_ref() == Some(owner));
+    let mut deleted = Vec::new();
+    for rule in ours {
+        match load_balancing.delete_rule(&rule.arn).await {
+            Err(error) if !error.is_not_found() => return Err(error),
+            _ => deleted.push(rule.arn.clone()),
+        }
+    }
+    let listener_is_ours = Owner::from_tags(&observed.listener_tags).as_ref() == Some(owner);
+    if listener_is_ours && others.is_empty() {
+        match load_balancing.delete_listener(&observed.listener.arn).await {
+            Err(error) if !error.is_not_found() => return Err(error),
+            _ => deleted.push(observed.listener.arn.clone()),
+        }
+    }
+    Ok(deleted)
+}
+
 /// [`reconcile`] for a region: reports why it did nothing when the region has no responder
 /// target group or no single proxy ALB.
 pub async fn reconcile_region(
@@ -791,6 +826,46 @@ mod tests {
             .await
             .expect("again");
         assert!(last.applied.is_empty(), "{last:?}");
+    }
+
+    #[tokio::test]
+    async fn removal_takes_what_is_ours_and_leaves_an_operators_listener() {
+        let (aws, alb, responder) = world();
+        let made = reconcile(aws.as_ref(), &alb, &responder, &ours())
+            .await
+            .expect("create");
+        let deleted = remove(aws.as_ref(), &alb, &ours()).await.expect("remove");
+        assert_eq!(
+            deleted,
+            vec![
+                made.rule_arn.clone().expect("rule"),
+                made.listener_arn.clone().expect("listener")
+            ]
+        );
+        let left = aws.describe_listeners(&alb).await.expect("listeners");
+        assert!(left.iter().all(|l| l.port != PORT), "{left:?}");
+        assert_eq!(
+            remove(aws.as_ref(), &alb, &ours()).await.expect("again"),
+            Vec::<String>::new()
+        );
+
+        // On an operator's listener only our rule goes.
+        let theirs = HttpListenerSpec {
+            load_balancer_arn: alb.clone(),
+            port: PORT,
+            default_action: ListenerAction::RedirectToHttps,
+            tags: vec![Tag::new("team", "web")],
+        };
+        let listener = aws.create_http_listener(&theirs).await.expect("operator's");
+        reconcile(aws.as_ref(), &alb, &responder, &ours())
+            .await
+            .expect("adopt");
+        let deleted = remove(aws.as_ref(), &alb, &ours()).await.expect("remove");
+        assert_eq!(deleted.len(), 1, "our rule only: {deleted:?}");
+        let rules = aws.describe_rules(&listener.arn).await.expect("rules");
+        assert_eq!(rules.len(), 1, "the default rule stays: {rules:?}");
+        let after = aws.describe_listeners(&alb).await.expect("listeners");
+        assert!(after.iter().any(|l| l.arn == listener.arn), "theirs stays");
     }
 
     #[tokio::test]

@@ -96,9 +96,15 @@ impl Controller {
         // TODO(#6): a paused region's listener is still reconciled: `RegionConfig` does not
         // carry the pause, and the listener serves every shop's certificate renewals, paused
         // or not, so keeping it healed is harmless until pauses reach region objects.
-        let wanted = configs
+        let (wanted, unwanted): (Vec<&RegionConfig>, Vec<&RegionConfig>) = configs
             .iter()
-            .filter(|c| c.enabled && c.acme_responder_target_group_arn.is_some());
+            .partition(|c| c.enabled && c.acme_responder_target_group_arn.is_some());
+        for config in unwanted {
+            let span = tracing::info_span!("challenge_listener", region = config.region.as_str());
+            self.remove_challenge_listener(config)
+                .instrument(span)
+                .await;
+        }
         let mut states = BTreeMap::new();
         for config in wanted {
             let region = config.region.as_str();
@@ -145,6 +151,43 @@ impl Controller {
             ChallengeListenerState::Converged
         } else {
             ChallengeListenerState::Warning
+        }
+    }
+
+    /// Takes our port-80 listener and rule off the proxy ALB of a region that no longer wants
+    /// them (disabled, or its responder target group unset). Failures wait for the next pass.
+    async fn remove_challenge_listener(&self, config: &RegionConfig) {
+        let Some(alb_arn) = config.proxy_alb_arn() else {
+            return;
+        };
+        let region = config.region.as_str();
+        let lease = match self.claim(&lease_key(region)).await {
+            Ok(Claimed::Mine(lease)) => lease,
+            Ok(Claimed::HeldFor(_)) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not claim the region");
+                return;
+            }
+        };
+        let lb = self.cloud.load_balancing(region);
+        let owner = challenge_listener::owner(&self.config.installation, region);
+        // Removal only ever deletes objects carrying our tags; the fence keeps a replica that
+        // lost the region from racing the one that holds it.
+        if self.fence(&lease).await.is_err() {
+            return;
+        }
+        match challenge_listener::remove(lb.as_ref(), &alb_arn, &owner).await {
+            Ok(deleted) if deleted.is_empty() => {}
+            Ok(deleted) => {
+                tracing::info!(
+                    ?deleted,
+                    "removed the challenge listener of a region that no longer wants it"
+                );
+                self.observations.changed(region, None).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not remove the challenge listener; retrying at the next pass")
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The region loop of the proxy ALB's port-80 ACME challenge listener (#5), end to end over
 //! the simulated AWS: created at start, healed after an out-of-band change, left alone while
-//! another replica holds the region.
+//! another replica holds the region, removed when the region stops wanting it.
 
 use std::time::Duration;
 
@@ -87,6 +87,33 @@ async fn the_challenge_listener_is_created_and_healed() {
         states.get(DEV_REGION),
         Some(&ChallengeListenerState::Converged)
     );
+
+    // The region stops wanting it: our listener and rule go at the next pass.
+    let store = running.store.store.clone();
+    let without = RegionConfig {
+        acme_responder_target_group_arn: None,
+        ..config.clone()
+    };
+    store
+        .put_region_config(&without, shop_controller::store::now_millis())
+        .await
+        .expect("unset the responder");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let listeners = running
+            .aws
+            .describe_listeners(&alb)
+            .await
+            .expect("listeners");
+        if listeners.iter().all(|l| l.port != PORT) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "port-80 listener stayed: {listeners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.stop().await;
 }
 

@@ -207,6 +207,17 @@ async fn shops_are_counted_by_condition_on_postgres() {
     shops_are_counted_by_condition(crate::support::postgres_store().await).await;
 }
 
+/// A child process killed when the test ends, passed or not: a panicking test must not leave
+/// a controller holding its database open.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Reads the child's stderr lines into a channel, so the test can wait for one.
 fn lines_of(stderr: std::process::ChildStderr) -> mpsc::Receiver<String> {
     let (lines, received) = mpsc::channel();
@@ -254,18 +265,20 @@ async fn the_json_log_carries_rpc_spans_and_no_secret() {
     let user = user.split(':').next().unwrap_or(user);
     let url = format!("{scheme}://{user}:{password}@{host}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shop-controller"))
-        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("SHOP_CONTROLLER_DATABASE_URL", &url)
-        .env("SHOP_CONTROLLER_TOKENS", format!("write {token}"))
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shop-controller");
-    let lines = lines_of(child.stderr.take().expect("stderr"));
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_shop-controller"))
+            .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .env("SHOP_CONTROLLER_DATABASE_URL", &url)
+            .env("SHOP_CONTROLLER_TOKENS", format!("write {token}"))
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shop-controller"),
+    );
+    let lines = lines_of(child.0.stderr.take().expect("stderr"));
     let mut seen = Vec::new();
     let metrics_address = address_of(&lines, &mut seen, "serving metrics");
     let grpc_address = address_of(&lines, &mut seen, "serving grpc");
@@ -296,8 +309,7 @@ async fn the_json_log_carries_rpc_spans_and_no_secret() {
         .expect("scrape");
     assert!(status.contains("200"), "{status}");
 
-    child.kill().expect("stop shop-controller");
-    let _ = child.wait();
+    drop(child);
     seen.extend(lines.iter());
     let log = seen.join("\n");
     for secret in [password, token, wrong_token] {
