@@ -129,6 +129,9 @@ pub struct ReconcileArgs {
     /// How often every resource is looked at again to find and repair drift.
     #[arg(long, env = "SHOP_CONTROLLER_RESYNC", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
+    /// How often the patch loop reads the fleets' patch policies and runs.
+    #[arg(long, env = "SHOP_CONTROLLER_PATCH_TICK", default_value = "60s", value_parser = parse_duration)]
+    pub patch_tick: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
             let mut config =
                 ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
             config.lease.ttl = args.reconcile.lease_ttl;
+            config.patch_tick = args.reconcile.patch_tick;
             let domains: Arc<dyn Domains> =
                 Arc::new(DnsDomains::new(&args.domains).context("set up domain checks")?);
             // PlanShop runs the loops' observe and diff, so a server without loops plans too.

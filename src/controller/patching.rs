@@ -16,7 +16,7 @@
 //! [`Controller::fence`], and the lease is extended while a command runs.
 //!
 //! TODO(#6): a policy deleted while its run is in progress leaves that run `running` (nothing
-//! reads it any more); `DeletePatchPolicy` should stop it. `patch_tick` has no flag yet (60 s).
+//! reads it any more); `DeletePatchPolicy` should stop it.
 
 use std::collections::HashSet;
 use std::future::Future;
