@@ -5,11 +5,15 @@
 //! 1. AWS calls per shop of one full resync of converged shops, by operation;
 //! 2. time from `deploy_shop` to the new shop's first reconcile while a resync of 5,000 shops
 //!    is under way, against the same probe on an idle controller;
-//! 3. resident memory per converged shop.
+//! 3. resident memory per converged shop;
+//! 4. certificates: how long 100 custom domains take to be served under a Let's Encrypt-like
+//!    order budget (a simulated CA validating HTTP-01 through simulated DNS), against the
+//!    floor the budget imposes, and the orders it took.
 //!
 //! `cargo bench --bench controller` (1,000 shops, a 5,000-shop backlog), or
 //! `cargo bench --bench controller -- --quick` (100 and 500). `BENCH_SHOPS`, `BENCH_BACKLOG`,
-//! `BENCH_PROBES` override the sizes. Prints figures; asserts nothing about timing.
+//! `BENCH_PROBES` override the sizes; `-- certificates` runs figure 4 alone. Prints figures;
+//! asserts nothing about timing.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
 
@@ -17,13 +21,16 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reconcilers::certificate::{BudgetLimit, CertificateState};
 use reconcilers::cloud::CallKey;
+use reconcilers::cloud::DnsAnswers;
 use reconcilers::config::InstanceGroup;
 use reconcilers::sim::{ClockMode, LoadBalancerKind, Quotas, SimConfig, SimulatedAws};
+use reconcilers::sim::{SimAcme, SimAcmeConfig, SimDomains};
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::SyncState;
 use reconcilers::{Hostname, placement};
-use shop_controller::controller::{Controller, ControllerConfig};
+use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
 use shop_controller::dev::{self, DEV_REGION, DEV_SOURCE_BUCKET};
 use shop_controller::store::{Change, ShopQuery, ShopView, SqliteStore, Store, now_millis};
 use tokio::sync::{broadcast, oneshot};
@@ -76,12 +83,90 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let sizes = Sizes::from_env();
+    if std::env::args().any(|a| a == "certificates") {
+        certificates_under_budget(100, 25, Duration::from_secs(2)).await;
+        return;
+    }
     println!(
         "controller benchmark: {} shops, resync backlog of {}, {} probes, sim clock x{CLOCK_SCALE}",
         sizes.shops, sizes.backlog, sizes.probes
     );
     steady_state_and_memory(sizes.shops).await;
     first_reconcile_during_resync(sizes.backlog, sizes.probes).await;
+    certificates_under_budget(100, 25, Duration::from_secs(2)).await;
+}
+
+/// Figure 4: `domains` shops with custom domains, all deployed at once, with the CA's
+/// new-order budget at `per_window` orders per `window` (Let's Encrypt's 300 per 3 h, scaled
+/// down). The floor is the budget's: the last window's orders cannot start before
+/// `(ceil(domains / per_window) - 1) * window`.
+async fn certificates_under_budget(domains: usize, per_window: u32, window: Duration) {
+    let world = World::new(domains).await;
+    let region_ips = dev::dev_region_config().global_accelerator_ips;
+    let challenges = Arc::new(dev::StoreChallenges(world.store.clone()));
+    let dns = Arc::new(SimDomains::new(region_ips, challenges));
+    let custom = |i: usize| format!("www.merchant-{i:04}.example.com");
+    for i in 0..domains {
+        let answers = DnsAnswers {
+            a: vec![std::net::Ipv4Addr::new(192, 0, 2, 10)],
+            ..DnsAnswers::default()
+        };
+        dns.set_records(&Hostname::parse(&custom(i)).expect("valid"), answers);
+    }
+    let ca = Arc::new(SimAcme::new(dns.clone(), SimAcmeConfig::default()));
+    let mut settings = CertificateSettings::new(ca.clone(), dns);
+    settings.budgets.new_orders = BudgetLimit {
+        limit: per_window,
+        window,
+    };
+    settings.slots_per_listener = domains + 1;
+    settings.poll = Duration::from_millis(100);
+    let running = world.start_with(CONVERGE_RESYNC, Some(CONVERGE_CONCURRENCY), Some(settings));
+    let began = Instant::now();
+    for i in 0..domains {
+        world
+            .deploy_with(&shop_name("cert", i), Some(&custom(i)))
+            .await;
+    }
+    let took = loop {
+        let rows = world.store.list_certificates().await.expect("certificates");
+        let ready = rows
+            .iter()
+            .filter(|r| r.state == CertificateState::Ready)
+            .count();
+        if ready == domains {
+            break began.elapsed();
+        }
+        assert!(
+            began.elapsed() < CONVERGE_TIMEOUT,
+            "{ready} of {domains} certificates served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    running.stop().await;
+    let windows = domains.div_ceil(usize::try_from(per_window).unwrap_or(1));
+    let floor = window * u32::try_from(windows.saturating_sub(1)).unwrap_or(0);
+    let calls = |operation: &str| world.aws.call_count(operation);
+    println!(
+        "\n4. certificates for {domains} custom domains, new-order budget {per_window} per {window:?}"
+    );
+    println!(
+        "   all served in {:.2} s; floor set by the budget {:.2} s; ratio {:.2}",
+        took.as_secs_f64(),
+        floor.as_secs_f64(),
+        took.as_secs_f64() / floor.as_secs_f64().max(f64::EPSILON)
+    );
+    println!(
+        "   orders placed {} for {domains} domains; validations failed {}; certificates issued {}",
+        ca.orders_placed(),
+        ca.validations_failed(),
+        ca.certificates_issued()
+    );
+    println!(
+        "   acm:ImportCertificate {}, elasticloadbalancing:AddListenerCertificates {}",
+        calls("acm:ImportCertificate"),
+        calls("elasticloadbalancing:AddListenerCertificates")
+    );
 }
 
 /// A SQLite store and a simulated account seeded like `shop-controller dev`, with room for
@@ -104,6 +189,9 @@ impl World {
             // have raised; the sim gets the raise.
             quotas: Quotas {
                 target_groups: 100_000,
+                // Figure 4 puts every certificate on the one HTTPS listener: slots are not
+                // what it measures.
+                certificates_per_listener: 10_000,
                 ..Quotas::default()
             },
             ..SimConfig::default()
@@ -129,6 +217,10 @@ impl World {
     /// Records the spec of a new shop, its source zip uploaded first (as the write path
     /// resolves "latest" to that exact version).
     async fn deploy(&self, shop: &str) {
+        self.deploy_with(shop, None).await;
+    }
+
+    async fn deploy_with(&self, shop: &str, custom_domain: Option<&str>) {
         let version =
             self.aws
                 .put_object(DEV_SOURCE_BUCKET, &format!("{shop}.zip"), self.zip.clone());
@@ -137,7 +229,7 @@ impl World {
             region: RegionName::parse(DEV_REGION).expect("valid region"),
             source_bucket: BucketName::parse(DEV_SOURCE_BUCKET).expect("valid bucket"),
             source_version: SourceVersion::parse(&version).expect("valid version"),
-            custom_domain: None,
+            custom_domain: custom_domain.map(|d| Hostname::parse(d).expect("valid domain")),
         };
         self.store
             .deploy_shop(&spec, now_millis())
@@ -146,15 +238,25 @@ impl World {
     }
 
     fn start(&self, resync: Duration, concurrency: Option<usize>) -> Running {
+        self.start_with(resync, concurrency, None)
+    }
+
+    fn start_with(
+        &self,
+        resync: Duration,
+        concurrency: Option<usize>,
+        certificates: Option<CertificateSettings>,
+    ) -> Running {
         let mut config = ControllerConfig::new("bench", resync);
         if let Some(concurrency) = concurrency {
             config.loops.concurrency = concurrency;
         }
-        let controller = Arc::new(Controller::new(
-            self.store.clone(),
-            Arc::new(self.aws.clone()),
-            config,
-        ));
+        let mut controller =
+            Controller::new(self.store.clone(), Arc::new(self.aws.clone()), config);
+        if let Some(settings) = certificates {
+            controller = controller.with_certificates(settings);
+        }
+        let controller = Arc::new(controller);
         let (stop, stopped) = oneshot::channel::<()>();
         let loops = tokio::spawn(controller.run(async move {
             let _ = stopped.await;
