@@ -121,7 +121,11 @@ async fn certificates_under_budget(domains: usize, per_window: u32, window: Dura
     };
     settings.slots_per_listener = domains + 1;
     settings.poll = Duration::from_millis(100);
-    let running = world.start_with(CONVERGE_RESYNC, Some(CONVERGE_CONCURRENCY), Some(settings));
+    let running = world.start_with(
+        CONVERGE_RESYNC,
+        Some(CONVERGE_CONCURRENCY),
+        Some(settings.clone()),
+    );
     let began = Instant::now();
     for i in 0..domains {
         world
@@ -144,6 +148,12 @@ async fn certificates_under_budget(domains: usize, per_window: u32, window: Dura
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     running.stop().await;
+    let served_calls = world.aws.calls().snapshot();
+    // A restart seeds every key once: the calls until AWS is quiet are one full resync.
+    let resync = world.start_with(NO_RESYNC, None, Some(settings));
+    world.quiet().await;
+    resync.stop().await;
+    let resync_calls = difference(&served_calls, &world.aws.calls().snapshot());
     let windows = domains.div_ceil(usize::try_from(per_window).unwrap_or(1));
     let floor = window * u32::try_from(windows.saturating_sub(1)).unwrap_or(0);
     let calls = |operation: &str| world.aws.call_count(operation);
@@ -167,6 +177,21 @@ async fn certificates_under_budget(domains: usize, per_window: u32, window: Dura
         calls("acm:ImportCertificate"),
         calls("elasticloadbalancing:AddListenerCertificates")
     );
+    println!("   one full resync of the served certificates (calls, per custom domain):");
+    let certificate_calls = resync_calls
+        .iter()
+        .filter(|(op, _)| op.starts_with("acm:") || op.contains("ListenerCertificates"));
+    let mut mutations = 0;
+    for (operation, count) in certificate_calls {
+        println!(
+            "   | {operation} | {count} | {:.2} |",
+            *count as f64 / domains as f64
+        );
+        if !is_read(operation) {
+            mutations += count;
+        }
+    }
+    println!("   certificate mutations in the resync: {mutations}");
 }
 
 /// A SQLite store and a simulated account seeded like `shop-controller dev`, with room for

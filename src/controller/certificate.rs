@@ -196,7 +196,9 @@ impl Controller {
         Ok(!self.store.shop_certificates(shop).await?.is_empty())
     }
 
-    /// Forgets an imported certificate someone deleted, so a new one is issued.
+    /// Forgets an imported certificate someone deleted, so a new one is issued. A certificate
+    /// its listener still holds exists (ACM refuses to delete one in use), so the shared
+    /// listing of the listener answers for most shops without a call of their own.
     async fn verify_imported(
         &self,
         region: &RegionConfig,
@@ -206,6 +208,9 @@ impl Controller {
         let Some(arn) = record.acm_arn.clone() else {
             return Ok(());
         };
+        if self.served_on_its_listener(region, record).await? {
+            return Ok(());
+        }
         let acm = self.cloud.certificates(region.region.as_str());
         match acm.describe_certificate(&arn).await {
             Ok(_) => Ok(()),
@@ -249,6 +254,28 @@ impl Controller {
         };
         record.renewal_info_next_check = Some(next_check);
         self.save(lease, record).await
+    }
+
+    /// Whether the record's listener holds its certificate, by the region's shared listings.
+    async fn served_on_its_listener(
+        &self,
+        region: &RegionConfig,
+        record: &CertificateRecord,
+    ) -> Result<bool, Blocked> {
+        let (Some(arn), Some(listener)) = (&record.acm_arn, &record.listener_arn) else {
+            return Ok(false);
+        };
+        let name = region.region.as_str();
+        let lb = self.cloud.load_balancing(name);
+        match self
+            .observations
+            .listener_certificates(lb.as_ref(), name, listener)
+            .await
+        {
+            Ok(attached) => Ok(attached.contains(arn)),
+            Err(error) if error.is_not_found() => Ok(false),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Moves the domain's order one step: place it, publish its challenges and ask the CA to
@@ -620,9 +647,14 @@ impl Controller {
         let Some(arn) = record.acm_arn.clone() else {
             return Ok(());
         };
-        let lb = self.cloud.load_balancing(region.region.as_str());
+        let region_name = region.region.as_str();
+        let lb = self.cloud.load_balancing(region_name);
         if let Some(listener) = &record.listener_arn {
-            match lb.describe_listener_certificates(listener).await {
+            let listed = self
+                .observations
+                .listener_certificates(lb.as_ref(), region_name, listener)
+                .await;
+            match listed {
                 Ok(attached) if attached.contains(&arn) => {
                     return self.served(lease, record, listener.clone()).await;
                 }
@@ -646,7 +678,10 @@ impl Controller {
         }
         let mut load = Vec::with_capacity(listeners.len());
         for listener in listeners {
-            let attached = lb.describe_listener_certificates(listener).await?;
+            let attached = self
+                .observations
+                .listener_certificates(lb.as_ref(), region_name, listener)
+                .await?;
             if attached.contains(&arn) {
                 return self.served(lease, record, listener.clone()).await;
             }
@@ -660,10 +695,11 @@ impl Controller {
                 return Err(slots_full(region, settings.slots_per_listener));
             };
             self.fence(lease).await?;
-            match lb
+            let added = lb
                 .add_listener_certificates(&listener, std::slice::from_ref(&arn))
-                .await
-            {
+                .await;
+            self.observations.changed(region_name, None).await;
+            match added {
                 Ok(()) => {
                     tracing::info!(domain = %record.domain, listener, "attached certificate");
                     return self.served(lease, record, listener).await;
@@ -710,10 +746,11 @@ impl Controller {
             if let Some(listener) = &record.listener_arn {
                 self.fence(lease).await?;
                 let lb = self.cloud.load_balancing(region);
-                match lb
+                let removed = lb
                     .remove_listener_certificates(listener, std::slice::from_ref(arn))
-                    .await
-                {
+                    .await;
+                self.observations.changed(region, None).await;
+                match removed {
                     Err(error) if !error.is_not_found() => return Err(error.into()),
                     _ => {}
                 }

@@ -80,6 +80,8 @@ struct Region {
     listeners: Slot<Arc<Listing<Listener>>>,
     load_balancers: Slot<Option<LoadBalancer>>,
     instances: Slot<Arc<Vec<Instance>>>,
+    /// Certificates attached to each HTTPS listener of the proxy ALB.
+    listener_certificates: Slot<Arc<Vec<String>>>,
     /// Tags by ARN, with when they were read.
     tags: Mutex<HashMap<String, (Vec<Tag>, Instant)>>,
 }
@@ -113,6 +115,7 @@ impl Observations {
                     listeners: Slot::new(),
                     load_balancers: Slot::new(),
                     instances: Slot::new(),
+                    listener_certificates: Slot::new(),
                     tags: Mutex::new(HashMap::new()),
                 })
             })
@@ -125,6 +128,7 @@ impl Observations {
         cached.target_groups.clear().await;
         cached.listeners.clear().await;
         cached.instances.clear().await;
+        cached.listener_certificates.clear().await;
         if let Some(arn) = arn {
             cached
                 .tags
@@ -184,6 +188,22 @@ impl Observations {
         };
         let cached = self.region(region);
         cached.load_balancers.get(arn, self.tags_ttl, fetch).await
+    }
+
+    /// The certificates attached to one HTTPS listener besides its default one: every
+    /// custom domain of the region reads the same few listings.
+    pub(super) async fn listener_certificates(
+        &self,
+        lb: &dyn LoadBalancing,
+        region: &str,
+        listener: &str,
+    ) -> Result<Arc<Vec<String>>, CloudError> {
+        let fetch = async { Ok(Arc::new(lb.describe_listener_certificates(listener).await?)) };
+        let cached = self.region(region);
+        cached
+            .listener_certificates
+            .get(listener, self.ttl, fetch)
+            .await
     }
 
     /// The running instances of one `Name` tag.
