@@ -231,15 +231,23 @@ fn lines_of(stderr: std::process::ChildStderr) -> mpsc::Receiver<String> {
     received
 }
 
-/// Waits for the JSON line of `message` and returns the address in its `address` field.
+/// Waits for the JSON line of `message` (or finds it among the lines already `seen`: the
+/// servers start in either order) and returns the address in its `address` field.
 fn address_of(lines: &mpsc::Receiver<String>, seen: &mut Vec<String>, message: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut index = 0;
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no {message:?} line in:\n{}", seen.join("\n")));
-        seen.push(line.clone());
+        let line = if let Some(line) = seen.get(index) {
+            line.clone()
+        } else {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {message:?} line in:\n{}", seen.join("\n")));
+            seen.push(line.clone());
+            line
+        };
+        index += 1;
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };

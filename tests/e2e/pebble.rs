@@ -394,17 +394,31 @@ async fn pebble_rejecting_the_challenge_backs_off_with_its_reason() {
     let error = row.last_error.clone().expect("error");
     assert!(error.contains("the CA rejected the order"), "{error}");
     assert!(row.next_attempt_at.expect("next") > now_millis() + 3_500_000);
-    let view = store(&world)
-        .get_shop("a.es-hs.com")
-        .await
-        .expect("read")
-        .expect("shop");
-    let status = view
-        .resources
-        .iter()
-        .find(|r| r.kind == reconcilers::status::ResourceKind::Certificate)
-        .expect("status");
-    assert_eq!(status.reason, "ChallengeRejected", "{status:?}");
+    // The status is written when the run that saved the row ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = store(&world)
+            .get_shop("a.es-hs.com")
+            .await
+            .expect("read")
+            .expect("shop");
+        let status = view
+            .resources
+            .iter()
+            .find(|r| r.kind == reconcilers::status::ResourceKind::Certificate)
+            .cloned();
+        if status
+            .as_ref()
+            .is_some_and(|s| s.reason == "ChallengeRejected")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never said ChallengeRejected: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
