@@ -397,7 +397,8 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired_challenges(&self, now: i64) -> Result<u64>;
     /// Records a fleet's patch policy (replacing the one it had).
     async fn put_patch_policy(&self, policy: &PatchPolicy, now: i64) -> Result<PatchPolicy>;
-    /// Removes a fleet's policy; its runs stay as history. False when it had none.
+    /// Removes a fleet's policy; its runs stay as history, a run in progress ended as
+    /// `stopped` (the patch loop stops at its next step). False when it had none.
     async fn delete_patch_policy(&self, fleet: &FleetId) -> Result<bool>;
     /// Every policy (of one region, when given) with its fleet's last run and last success,
     /// ordered by fleet.

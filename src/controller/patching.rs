@@ -13,10 +13,8 @@
 //! the command's id after, so a run resumed by any replica waits for that command instead of
 //! patching the instance again. Only a crash between those two writes sends the patch again
 //! (the package upgrade is idempotent). Every write and command is preceded by
-//! [`Controller::fence`], and the lease is extended while a command runs.
-//!
-//! TODO(#6): a policy deleted while its run is in progress leaves that run `running` (nothing
-//! reads it any more); `DeletePatchPolicy` should stop it.
+//! [`Controller::fence`], and the lease is extended while a command runs. Deleting a policy
+//! stops its run in progress; the loop sees it at its next step.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -179,7 +177,8 @@ impl Controller {
                 }
             }
             run = match self.store.patch_runs(&policy.fleet, 1).await?.pop() {
-                Some(newest) if newest.id == run.id => newest,
+                // Ended elsewhere (its policy deleted): no further instance goes down.
+                Some(newest) if newest.id == run.id && newest.state == RunState::Running => newest,
                 _ => return Ok(()),
             };
         }

@@ -1698,11 +1698,23 @@ macro_rules! impl_store {
                 }
 
                 async fn delete_patch_policy(&self, fleet: &FleetId) -> Result<bool> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin delete patch policy"))?;
+                    let stop = format!(
+                        "UPDATE patch_runs SET state = 'stopped', \
+                         message = 'stopped: the patch policy was deleted', finished_at = {NOW} \
+                         WHERE fleet = $1 AND state = 'running'"
+                    );
+                    sqlx::query(&stop)
+                        .bind(fleet.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("stop patch run"))?;
                     let result = sqlx::query("DELETE FROM patch_policies WHERE fleet = $1")
                         .bind(fleet.to_string())
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await
                         .map_err(db("delete patch policy"))?;
+                    tx.commit().await.map_err(db("commit delete patch policy"))?;
                     Ok(result.rows_affected() > 0)
                 }
 

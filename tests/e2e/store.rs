@@ -1083,12 +1083,22 @@ async fn patch_runs_keep_one_in_progress_and_their_results(store: TestStore) {
     );
     assert_eq!(runs[1].results.len(), 2);
 
+    // A run in progress when its policy goes is stopped with it.
+    let in_progress = store
+        .start_patch_run(&fleet, &["i-1".to_owned()], None, 300)
+        .await
+        .expect("start");
     assert!(store.delete_patch_policy(&fleet).await.expect("delete"));
     assert!(!store.delete_patch_policy(&fleet).await.expect("again"));
-    assert_eq!(
-        store.patch_runs(&fleet, 10).await.expect("kept").len(),
-        2,
-        "history stays"
+    let runs = store.patch_runs(&fleet, 10).await.expect("kept");
+    assert_eq!(runs.len(), 3, "history stays");
+    let stopped = runs.iter().find(|r| r.id == in_progress.id).expect("run");
+    assert_eq!(stopped.state, RunState::Stopped);
+    assert!(stopped.finished_at.is_some());
+    assert!(
+        stopped.message.contains("policy was deleted"),
+        "{}",
+        stopped.message
     );
 }
 
