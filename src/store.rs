@@ -300,6 +300,8 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: i64,
     ) -> Result<bool>;
+    /// The regions an operator paused, for the region-level loops.
+    async fn paused_regions(&self) -> Result<Vec<String>>;
 
     /// Removes a shop whose deletion was requested, once its teardown is done, with its status
     /// and placement (its history stays). False when there was no such shop.

@@ -93,11 +93,17 @@ impl Controller {
                 return;
             }
         };
-        // TODO(#6): a paused region's listener is still reconciled: `RegionConfig` does not
-        // carry the pause, and the listener serves every shop's certificate renewals, paused
-        // or not, so keeping it healed is harmless until pauses reach region objects.
+        // A paused region is left alone, its port-80 objects included, like its shops.
+        let paused = match self.store.paused_regions().await {
+            Ok(paused) => paused,
+            Err(error) => {
+                tracing::warn!(%error, "could not read paused regions; challenge listeners wait for the next pass");
+                return;
+            }
+        };
         let (wanted, unwanted): (Vec<&RegionConfig>, Vec<&RegionConfig>) = configs
             .iter()
+            .filter(|c| !paused.iter().any(|p| p == c.region.as_str()))
             .partition(|c| c.enabled && c.acme_responder_target_group_arn.is_some());
         for config in unwanted {
             let span = tracing::info_span!("challenge_listener", region = config.region.as_str());

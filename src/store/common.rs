@@ -810,6 +810,15 @@ macro_rules! impl_store {
                     rows.iter().map(region_from_row).collect()
                 }
 
+                async fn paused_regions(&self) -> Result<Vec<String>> {
+                    sqlx::query_scalar(
+                        "SELECT region FROM region_configs WHERE paused_at IS NOT NULL ORDER BY region",
+                    )
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list paused regions"))
+                }
+
                 async fn delete_region_config(&self, region: &str) -> Result<bool> {
                     let result = sqlx::query("DELETE FROM region_configs WHERE region = $1")
                         .bind(region)

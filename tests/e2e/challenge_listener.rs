@@ -1,6 +1,7 @@
 //! The region loop of the proxy ALB's port-80 ACME challenge listener (#5), end to end over
 //! the simulated AWS: created at start, healed after an out-of-band change, left alone while
-//! another replica holds the region, removed when the region stops wanting it.
+//! another replica holds the region or the region is paused, removed when the region stops
+//! wanting it.
 
 use std::time::Duration;
 
@@ -139,4 +140,44 @@ async fn a_region_held_by_another_replica_is_left_alone() {
     assert_eq!(aws.call_count("elasticloadbalancing:CreateRule"), 0);
     let _ = stop.send(());
     loops.await.expect("loops stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_region_is_left_alone_until_resumed() {
+    let running = start().await;
+    let store = running.store.store.clone();
+    let config = region(store.as_ref()).await;
+    let rule_arn = rule_appears(&running.aws, &config, None).await;
+
+    let now = shop_controller::store::now_millis();
+    store
+        .set_region_paused(DEV_REGION, true, "maintenance", now)
+        .await
+        .expect("pause");
+    running
+        .aws
+        .delete_rule(&rule_arn)
+        .await
+        .expect("out of band");
+    // Several passes (the resync is 0.5 s) go by without healing it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let alb = config.proxy_alb_arn().expect("alb");
+    let responder = config
+        .acme_responder_target_group_arn
+        .as_deref()
+        .expect("responder");
+    assert!(
+        challenge_rule(&running.aws, &alb, responder)
+            .await
+            .is_none(),
+        "a paused region's rule was healed"
+    );
+
+    let now = shop_controller::store::now_millis();
+    store
+        .set_region_paused(DEV_REGION, false, "", now)
+        .await
+        .expect("resume");
+    rule_appears(&running.aws, &config, Some(&rule_arn)).await;
+    running.stop().await;
 }
