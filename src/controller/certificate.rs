@@ -829,14 +829,14 @@ async fn preflight(
             if f.fix.is_empty() {
                 f.message.clone()
             } else {
-                format!("{} Fix: {}", f.message, f.fix)
+                format!("{} (fix: {})", f.message, f.fix)
             }
         })
         .collect();
     if blocking.is_empty() && check.is_ok() {
         return Ok(());
     }
-    let mut why = blocking.join(" ");
+    let mut why = blocking.join("; ");
     if let Err(error) = &check
         && why.is_empty()
     {

@@ -240,7 +240,7 @@ async fn a_domain_not_pointing_at_us_places_no_order_until_it_does() {
         "{}",
         status.message
     );
-    assert!(status.message.contains("Fix:"), "{}", status.message);
+    assert!(status.message.contains("(fix: "), "{}", status.message);
     // Backing off (0.2 s doubling to 1 s), not hot-looping, and never asking the CA.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(world.ca.orders_placed(), 0);
