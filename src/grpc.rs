@@ -11,7 +11,7 @@ use crate::store::{Store, StoreError};
 
 mod admin;
 pub mod auth;
-pub(crate) mod convert;
+mod convert;
 mod dev;
 mod domain;
 mod patch;

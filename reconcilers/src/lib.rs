@@ -20,6 +20,7 @@ pub mod source;
 pub mod spec;
 pub mod status;
 pub mod target_group;
+pub mod utc;
 pub mod x509;
 
 pub use hostname::{Hostname, HostnameError};

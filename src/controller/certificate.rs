@@ -163,7 +163,7 @@ impl Controller {
         let renew_at = record.renew_at().unwrap_or(now);
         let until = record
             .not_after
-            .map_or_else(String::new, |at| format!(", valid until {}", rfc3339(at)));
+            .map_or_else(String::new, |at| format!(", valid until {}", utc(at)));
         Ok(Certified {
             converged: Converged {
                 desired: format!("certificate for {domain} on an HTTPS listener"),
@@ -886,7 +886,7 @@ fn backing_off_as(record: &CertificateRecord, reason: &'static str, now: i64) ->
             format!(
                 "{error} (failure {} in a row; next attempt at {})",
                 record.failures,
-                rfc3339(next)
+                utc(next)
             )
         }
         _ => error.to_owned(),
@@ -940,6 +940,6 @@ fn millis_duration(millis: i64) -> Duration {
     Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
-fn rfc3339(millis: i64) -> String {
-    crate::grpc::convert::timestamp(millis).to_string()
+fn utc(millis: i64) -> String {
+    format!("{} UTC", reconcilers::utc::minutes(millis))
 }

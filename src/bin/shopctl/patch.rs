@@ -131,30 +131,7 @@ fn millis(timestamp: Option<&prost_types::Timestamp>) -> Option<i64> {
 
 /// `YYYY-MM-DD HH:MM` in UTC, or `-`.
 fn utc(timestamp: Option<&prost_types::Timestamp>) -> String {
-    let Some(seconds) = timestamp.map(|t| t.seconds) else {
-        return "-".to_owned();
-    };
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Days since 1970-01-01 to a civil date, in 400-year eras starting on March 1st.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        rest / 3600,
-        rest % 3600 / 60
-    )
+    millis(timestamp).map_or_else(|| "-".to_owned(), reconcilers::utc::minutes)
 }
 
 fn run_summary(run: Option<&PatchRun>) -> String {
