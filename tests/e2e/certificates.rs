@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reconcilers::Hostname;
-use reconcilers::certificate::{Backoff, Budget, BudgetLimit, CertificateState};
+use reconcilers::certificate::{Backoff, Budget, BudgetLimit, CertificateRecord, CertificateState};
 use reconcilers::cloud::{CloudProvider, DnsAnswers, Owner};
 use reconcilers::sim::{ClockMode, SimAcme, SimAcmeConfig, SimConfig, SimDomains};
 use reconcilers::status::{ResourceKind, ResourceStatus};
@@ -82,13 +82,14 @@ fn point_at_us(domains: &SimDomains, domain: &str) {
     );
 }
 
-async fn deploy(world: &World, shop: &str, custom_domain: &str) {
-    world.running.aws.put_object(
+/// Deploys `shop` with `custom_domain` through gRPC, its source zip uploaded first.
+pub(crate) async fn deploy(running: &Running, shop: &str, custom_domain: &str) {
+    running.aws.put_object(
         "shop-sources",
         &format!("{shop}.zip"),
         shop_controller::dev::sample_shop_zip(),
     );
-    let mut client = world.running.server.shops().await;
+    let mut client = running.server.shops().await;
     client
         .deploy_shop(DeployShopRequest {
             custom_domain: Some(custom_domain.to_owned()),
@@ -128,7 +129,7 @@ async fn certificate_reason(store: &dyn Store, shop: &str, reason: &str) -> Reso
 }
 
 /// Waits until the domain's certificate row is served.
-async fn ready(store: &dyn Store, domain: &str) -> reconcilers::certificate::CertificateRecord {
+async fn ready(store: &dyn Store, domain: &str) -> CertificateRecord {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let record = store.certificate(domain).await.expect("read");
@@ -145,16 +146,52 @@ async fn ready(store: &dyn Store, domain: &str) -> reconcilers::certificate::Cer
     }
 }
 
-async fn listener_certificates(world: &World) -> Vec<String> {
-    let region = store(world)
+/// The certificates attached to the dev region's HTTPS listener, read from the simulated AWS.
+pub(crate) async fn listener_certificates(running: &Running) -> Vec<String> {
+    let region = running
+        .store
+        .store
         .get_region_config(DEV_REGION)
         .await
         .expect("read")
         .expect("region");
-    let lb = world.running.aws.load_balancing(DEV_REGION);
+    let lb = running.aws.load_balancing(DEV_REGION);
     lb.describe_listener_certificates(&region.alb_https_listener_arns[0])
         .await
         .expect("describe")
+}
+
+/// Waits (up to `within`) for `domain`'s certificate to be replaced by one expiring later,
+/// checking all along that the listener serves the first one's ARN: a renewal without a gap.
+pub(crate) async fn renewed_without_a_gap(
+    running: &Running,
+    first: &CertificateRecord,
+    within: Duration,
+) -> CertificateRecord {
+    let arn = first.acm_arn.clone().expect("imported");
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        assert_eq!(
+            listener_certificates(running).await,
+            vec![arn.clone()],
+            "the listener kept the certificate throughout"
+        );
+        let record = running
+            .store
+            .store
+            .certificate(first.domain.as_str())
+            .await
+            .expect("read")
+            .expect("row");
+        if record.not_after > first.not_after && record.state == CertificateState::Ready {
+            return record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never renewed: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Every ACM certificate of this installation, by ARN.
@@ -183,11 +220,14 @@ async fn a_custom_domain_is_served_and_renewed_into_the_same_arn_without_a_gap()
     )
     .await;
     point_at_us(&world.domains, "shop.example.com");
-    deploy(&world, "a.es-hs.com", "shop.example.com").await;
+    deploy(&world.running, "a.es-hs.com", "shop.example.com").await;
 
     let first = ready(store(&world), "shop.example.com").await;
     let arn = first.acm_arn.clone().expect("imported");
-    assert_eq!(listener_certificates(&world).await, vec![arn.clone()]);
+    assert_eq!(
+        listener_certificates(&world.running).await,
+        vec![arn.clone()]
+    );
     let status = certificate_reason(store(&world), "a.es-hs.com", "").await;
     assert!(status.observed.contains(&arn), "{status:?}");
     let acm = world.running.aws.certificates(DEV_REGION);
@@ -196,27 +236,7 @@ async fn a_custom_domain_is_served_and_renewed_into_the_same_arn_without_a_gap()
     assert_eq!(our_certificates(&world).await, vec![arn.clone()]);
 
     // Renewal at two thirds of six seconds; the listener serves the ARN all along.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let renewed = loop {
-        assert_eq!(
-            listener_certificates(&world).await,
-            vec![arn.clone()],
-            "the listener kept the certificate throughout"
-        );
-        let record = store(&world)
-            .certificate("shop.example.com")
-            .await
-            .expect("read")
-            .expect("row");
-        if record.not_after > first.not_after && record.state == CertificateState::Ready {
-            break record;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never renewed: {record:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let renewed = renewed_without_a_gap(&world.running, &first, Duration::from_secs(20)).await;
     assert_eq!(renewed.acm_arn.as_deref(), Some(arn.as_str()), "same ARN");
     let after = acm.describe_certificate(&arn).await.expect("describe");
     assert_eq!(after.not_after, renewed.not_after);
@@ -232,7 +252,7 @@ async fn a_custom_domain_is_served_and_renewed_into_the_same_arn_without_a_gap()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_not_pointing_at_us_places_no_order_until_it_does() {
     let world = world(ClockMode::Scaled(40.0), SimAcmeConfig::default(), |_| {}).await;
-    deploy(&world, "a.es-hs.com", "shop.example.com").await;
+    deploy(&world.running, "a.es-hs.com", "shop.example.com").await;
 
     let status = certificate_reason(store(&world), "a.es-hs.com", "SelfCheckFailed").await;
     assert!(
@@ -267,7 +287,7 @@ async fn a_rejected_challenge_backs_off_and_counts_against_the_domain() {
     let world = world(ClockMode::Scaled(40.0), SimAcmeConfig::default(), |_| {}).await;
     point_at_us(&world.domains, "shop.example.com");
     world.ca.reject_validations(&host("shop.example.com"));
-    deploy(&world, "a.es-hs.com", "shop.example.com").await;
+    deploy(&world.running, "a.es-hs.com", "shop.example.com").await;
 
     let status = certificate_reason(store(&world), "a.es-hs.com", "ChallengeRejected").await;
     assert!(status.message.contains("rejected"), "{}", status.message);
@@ -322,10 +342,10 @@ async fn full_listener_slots_and_an_exhausted_budget_wait_with_their_reason() {
     for domain in ["one.example.com", "two.example.com", "three.example.com"] {
         point_at_us(&world.domains, domain);
     }
-    deploy(&world, "one.es-hs.com", "one.example.com").await;
+    deploy(&world.running, "one.es-hs.com", "one.example.com").await;
     ready(store(&world), "one.example.com").await;
 
-    deploy(&world, "two.es-hs.com", "two.example.com").await;
+    deploy(&world.running, "two.es-hs.com", "two.example.com").await;
     let full = certificate_reason(store(&world), "two.es-hs.com", "CertificateSlotsFull").await;
     assert!(
         full.message
@@ -340,9 +360,9 @@ async fn full_listener_slots_and_an_exhausted_budget_wait_with_their_reason() {
         .expect("read")
         .expect("row");
     assert_eq!(waiting.state, CertificateState::Issued);
-    assert_eq!(listener_certificates(&world).await.len(), 1);
+    assert_eq!(listener_certificates(&world.running).await.len(), 1);
 
-    deploy(&world, "three.es-hs.com", "three.example.com").await;
+    deploy(&world.running, "three.es-hs.com", "three.example.com").await;
     let exhausted = certificate_reason(store(&world), "three.es-hs.com", "BudgetExhausted").await;
     assert!(
         exhausted.message.contains("new orders per ACME account"),
@@ -359,10 +379,10 @@ async fn a_changed_domain_replaces_its_certificate_and_a_deleted_shop_leaves_non
     let world = world(ClockMode::Scaled(40.0), SimAcmeConfig::default(), |_| {}).await;
     point_at_us(&world.domains, "old.example.com");
     point_at_us(&world.domains, "new.example.com");
-    deploy(&world, "a.es-hs.com", "old.example.com").await;
+    deploy(&world.running, "a.es-hs.com", "old.example.com").await;
     let old = ready(store(&world), "old.example.com").await;
 
-    deploy(&world, "a.es-hs.com", "new.example.com").await;
+    deploy(&world.running, "a.es-hs.com", "new.example.com").await;
     let new = ready(store(&world), "new.example.com").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while store(&world)
@@ -376,7 +396,10 @@ async fn a_changed_domain_replaces_its_certificate_and_a_deleted_shop_leaves_non
     }
     let new_arn = new.acm_arn.clone().expect("imported");
     assert_ne!(old.acm_arn.as_deref(), Some(new_arn.as_str()));
-    assert_eq!(listener_certificates(&world).await, vec![new_arn.clone()]);
+    assert_eq!(
+        listener_certificates(&world.running).await,
+        vec![new_arn.clone()]
+    );
     assert_eq!(our_certificates(&world).await, vec![new_arn]);
 
     let mut client = world.running.server.shops().await;
@@ -397,7 +420,10 @@ async fn a_changed_domain_replaces_its_certificate_and_a_deleted_shop_leaves_non
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(our_certificates(&world).await, Vec::<String>::new());
-    assert_eq!(listener_certificates(&world).await, Vec::<String>::new());
+    assert_eq!(
+        listener_certificates(&world.running).await,
+        Vec::<String>::new()
+    );
     assert!(
         store(&world)
             .list_certificates()
@@ -420,7 +446,7 @@ async fn renewal_information_brings_a_renewal_forward_into_the_same_arn() {
     )
     .await;
     point_at_us(&world.domains, "shop.example.com");
-    deploy(&world, "a.es-hs.com", "shop.example.com").await;
+    deploy(&world.running, "a.es-hs.com", "shop.example.com").await;
     let first = ready(store(&world), "shop.example.com").await;
     let arn = first.acm_arn.clone().expect("imported");
     assert!(
@@ -460,7 +486,7 @@ async fn renewal_information_brings_a_renewal_forward_into_the_same_arn() {
         "{:?}",
         renewed.renew_after
     );
-    assert_eq!(listener_certificates(&world).await, vec![arn]);
+    assert_eq!(listener_certificates(&world.running).await, vec![arn]);
     assert_eq!(world.ca.certificates_issued(), 2);
     world.running.stop().await;
 }

@@ -19,12 +19,11 @@ use shop_controller::config::{DomainsConfig, Secret};
 use shop_controller::controller::{CertificateSettings, ControllerConfig};
 use shop_controller::dev::DEV_REGION;
 use shop_controller::domains::DnsDomains;
-use shop_controller::grpc::proto::DeployShopRequest;
 use shop_controller::store::{Store, now_millis};
 
+use crate::certificates::{deploy, listener_certificates, renewed_without_a_gap};
 use crate::challtestsrv::ChallTestSrv;
 use crate::controller::{Running, converged, start_with_certificates};
-use crate::support::deploy_request;
 
 /// A running pebble, killed on drop.
 pub struct Pebble {
@@ -225,22 +224,6 @@ async fn world(
     }
 }
 
-async fn deploy(world: &World, shop: &str, custom_domain: &str) {
-    world.running.aws.put_object(
-        "shop-sources",
-        &format!("{shop}.zip"),
-        shop_controller::dev::sample_shop_zip(),
-    );
-    let mut client = world.running.server.shops().await;
-    client
-        .deploy_shop(DeployShopRequest {
-            custom_domain: Some(custom_domain.to_owned()),
-            ..deploy_request(shop)
-        })
-        .await
-        .expect("deploy");
-}
-
 fn store(world: &World) -> &dyn Store {
     world.running.store.store.as_ref()
 }
@@ -271,21 +254,6 @@ async fn row_where(
     }
 }
 
-async fn listener_certificates(world: &World) -> Vec<String> {
-    let region = store(world)
-        .get_region_config(DEV_REGION)
-        .await
-        .expect("read")
-        .expect("region");
-    world
-        .running
-        .aws
-        .load_balancing(DEV_REGION)
-        .describe_listener_certificates(&region.alb_https_listener_arns[0])
-        .await
-        .expect("describe")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pebble_issues_a_certificate_that_ends_attached_and_the_shop_ready() {
     let month = Duration::from_secs(30 * 24 * 60 * 60);
@@ -294,7 +262,7 @@ async fn pebble_issues_a_certificate_that_ends_attached_and_the_shop_ready() {
         .dns
         .add_a("shop.pebble.test", &[Ipv4Addr::LOCALHOST])
         .await;
-    deploy(&world, "a.es-hs.com", "shop.pebble.test").await;
+    deploy(&world.running, "a.es-hs.com", "shop.pebble.test").await;
 
     let row = row_where(
         store(&world),
@@ -310,7 +278,10 @@ async fn pebble_issues_a_certificate_that_ends_attached_and_the_shop_ready() {
         (lifetime - 30 * 86_400_000).abs() <= 60_000,
         "lifetime {lifetime} ms"
     );
-    assert_eq!(listener_certificates(&world).await, vec![arn.clone()]);
+    assert_eq!(
+        listener_certificates(&world.running).await,
+        vec![arn.clone()]
+    );
     let acm = world.running.aws.certificates(DEV_REGION);
     let summary = acm.describe_certificate(&arn).await.expect("describe");
     assert_eq!(summary.domain, "shop.pebble.test");
@@ -332,7 +303,7 @@ async fn pebble_short_lived_certificates_renew_into_the_same_arn() {
         .dns
         .add_a("short.pebble.test", &[Ipv4Addr::LOCALHOST])
         .await;
-    deploy(&world, "a.es-hs.com", "short.pebble.test").await;
+    deploy(&world.running, "a.es-hs.com", "short.pebble.test").await;
     let first = row_where(
         store(&world),
         "short.pebble.test",
@@ -341,27 +312,7 @@ async fn pebble_short_lived_certificates_renew_into_the_same_arn() {
     )
     .await;
     let arn = first.acm_arn.clone().expect("imported");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    let renewed = loop {
-        assert_eq!(
-            listener_certificates(&world).await,
-            vec![arn.clone()],
-            "served throughout"
-        );
-        let row = store(&world)
-            .certificate("short.pebble.test")
-            .await
-            .expect("read")
-            .expect("row");
-        if row.not_after > first.not_after && row.state == CertificateState::Ready {
-            break row;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never renewed: {row:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let renewed = renewed_without_a_gap(&world.running, &first, Duration::from_secs(40)).await;
     assert_eq!(renewed.acm_arn, Some(arn.clone()), "same ARN");
     assert!(
         renewed.not_after.expect("not after") > now_millis(),
@@ -383,7 +334,7 @@ async fn pebble_rejecting_the_challenge_backs_off_with_its_reason() {
         .dns
         .add_a("rejected.pebble.test", &[Ipv4Addr::LOCALHOST])
         .await;
-    deploy(&world, "a.es-hs.com", "rejected.pebble.test").await;
+    deploy(&world.running, "a.es-hs.com", "rejected.pebble.test").await;
     let row = row_where(
         store(&world),
         "rejected.pebble.test",
@@ -428,7 +379,7 @@ async fn a_domain_pointing_elsewhere_never_reaches_pebble() {
         .dns
         .add_a("elsewhere.pebble.test", &[Ipv4Addr::new(203, 0, 113, 7)])
         .await;
-    deploy(&world, "a.es-hs.com", "elsewhere.pebble.test").await;
+    deploy(&world.running, "a.es-hs.com", "elsewhere.pebble.test").await;
     let row = row_where(
         store(&world),
         "elsewhere.pebble.test",
