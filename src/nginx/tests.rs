@@ -386,3 +386,215 @@ proptest! {
         );
     }
 }
+
+/// A request's domains as the fuzz test generates them: built from labels, then often
+/// damaged with characters that would end an nginx directive, open a block, expand a
+/// variable, split a shell word, or look like a dot or a letter without being one.
+struct NameFuzzer {
+    state: u64,
+}
+
+/// What a hostile request may slip into a name.
+const HOSTILE: &[&str] = &[
+    ";", "{", "}", "$", "$host", "(", ")", "`", "*", "_", "\"", "'", "\\", "/", "#", "~", " ",
+    "\t", "\n", "\r", "\0", ":", "@", "%", "A", "Z", "..", "-", "xn--", "é", "ß", "İ", "ı",
+    "\u{ff0e}", "\u{3002}", "\u{200b}", "\u{fe0f}", "к", "\u{ff21}", "*.",
+];
+const LABEL_CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-";
+
+impl NameFuzzer {
+    fn new(seed: u64) -> Self {
+        Self { state: seed.max(1) }
+    }
+
+    /// xorshift64*: fixed, small, and the same on every machine.
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).expect("fits")
+    }
+
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    fn label(&mut self) -> String {
+        // Mostly ordinary lengths, sometimes around the 63-character limit.
+        let len = if self.chance(5) {
+            60 + self.below(8)
+        } else {
+            1 + self.below(14)
+        };
+        (0..len)
+            .map(|_| char::from(LABEL_CHARS[self.below(LABEL_CHARS.len())]))
+            .collect()
+    }
+
+    fn name(&mut self, parent: &str) -> String {
+        let most = if self.chance(3) { 40 } else { 3 };
+        let labels = 1 + self.below(most);
+        let mut name: Vec<String> = (0..labels).map(|_| self.label()).collect();
+        name.push(parent.to_owned());
+        let mut name = name.join(".");
+        if self.chance(35) {
+            for _ in 0..1 + self.below(3) {
+                let at = self.boundary(&name);
+                name.insert_str(at, HOSTILE[self.below(HOSTILE.len())]);
+            }
+        }
+        if self.chance(2) {
+            name.push('.');
+        }
+        name
+    }
+
+    /// A random char boundary of `text`.
+    fn boundary(&mut self, text: &str) -> usize {
+        let boundaries: Vec<usize> = text
+            .char_indices()
+            .map(|(at, _)| at)
+            .chain([text.len()])
+            .collect();
+        boundaries[self.below(boundaries.len())]
+    }
+
+    /// Anything at all, from the label characters and the hostile pieces.
+    fn noise(&mut self) -> String {
+        (0..self.below(40))
+            .map(|_| {
+                if self.chance(70) {
+                    char::from(LABEL_CHARS[self.below(LABEL_CHARS.len())]).to_string()
+                } else {
+                    HOSTILE[self.below(HOSTILE.len())].to_owned()
+                }
+            })
+            .collect()
+    }
+
+    fn request(&mut self) -> (String, Option<String>) {
+        let shop = match self.below(10) {
+            0 => self.noise(),
+            1 => self.name("example.com"),
+            _ => self.name("es-hs.com"),
+        };
+        let custom = match self.below(10) {
+            0..=4 => None,
+            5 => Some(self.noise()),
+            6 => Some(self.name("es-hs.com")),
+            _ => {
+                let tld = ["com", "shop", "vn", "co.uk", "example"][self.below(5)];
+                Some(self.name(tld))
+            }
+        };
+        (shop, custom)
+    }
+}
+
+/// One `nginx -t` of every file written since the last, which are then removed.
+async fn check_and_clear(nginx: &NginxDir, seed: u64) {
+    if let Err(error) = nginx.check().await {
+        panic!("seed {seed}: nginx refused generated configs: {error}");
+    }
+    for file in nginx.list().await.expect("list") {
+        std::fs::remove_file(nginx.path(&file)).expect("clear the batch");
+    }
+}
+
+fn is_config_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// Issue #7's fuzzing: at least 100,000 generated deploy requests go through the write path's
+/// domain rules (`validate_domains`, what `DeployShop` runs), and every accepted one is
+/// rendered and loaded by the real `nginx -t`, a few thousand files per check. An accepted
+/// name holds only what a hostname may (nothing that ends a directive, opens a block, expands
+/// a variable or splits a shell word), and its file holds exactly one server block whose
+/// `server_name` is exactly the shop's names. `SHOP_TEST_FUZZ_NAMES` and
+/// `SHOP_TEST_FUZZ_SEED` change the count and the seed.
+#[tokio::test]
+async fn a_hundred_thousand_generated_requests_are_refused_or_load_in_nginx() {
+    const BATCH: usize = 5_000;
+    let count: usize = std::env::var("SHOP_TEST_FUZZ_NAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("SHOP_TEST_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x005e_ed0f_2026);
+    let parents = [host("es-hs.com")];
+    let mut fuzzer = NameFuzzer::new(seed);
+    let temp = tempfile::tempdir().expect("temp dir");
+    let nginx = nginx_dir(temp.path()).expect("nginx");
+    let (mut accepted, mut with_custom, mut checks) = (0_usize, 0_usize, 0_usize);
+    let mut pending = 0_usize;
+
+    for index in 0..count {
+        let (shop, custom) = fuzzer.request();
+        let Ok((shop, custom)) =
+            crate::intent::validate_domains(&shop, custom.as_deref(), &parents)
+        else {
+            continue;
+        };
+        accepted += 1;
+        with_custom += usize::from(custom.is_some());
+        let names: Vec<&str> = std::iter::once(&shop)
+            .chain(&custom)
+            .map(Hostname::as_str)
+            .collect();
+        assert!(
+            names.iter().all(|name| is_config_safe(name)),
+            "seed {seed}, request {index}: accepted {names:?}"
+        );
+        let text = shop_file(&shop, custom.as_ref(), 1);
+        let server_name = format!("    server_name {};", names.join(" "));
+        assert_eq!(text.matches("server {").count(), 1, "{text}");
+        assert_eq!(
+            text.matches('{').count(),
+            text.matches('}').count(),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.trim_start().starts_with("server_name"))
+                .collect::<Vec<_>>(),
+            [server_name.as_str()],
+            "seed {seed}, request {index}"
+        );
+        let file = ConfigFileName::for_shop(&shop).expect("validated length");
+        std::fs::write(nginx.path(&file), &text).expect("write shop file");
+        pending += 1;
+        if pending == BATCH {
+            check_and_clear(&nginx, seed).await;
+            (checks, pending) = (checks + 1, 0);
+        }
+    }
+    if pending > 0 {
+        check_and_clear(&nginx, seed).await;
+        checks += 1;
+    }
+
+    eprintln!(
+        "fuzz seed {seed}: {count} requests, {accepted} accepted ({with_custom} with a custom \
+         domain), {checks} nginx checks"
+    );
+    // The generator must reach both sides, or the test proves nothing.
+    assert!(
+        accepted >= count / 10,
+        "only {accepted} of {count} accepted"
+    );
+    assert!(
+        count - accepted >= count / 10,
+        "only {} refused",
+        count - accepted
+    );
+    assert!(with_custom >= accepted / 10, "{with_custom} of {accepted}");
+}
