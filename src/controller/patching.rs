@@ -21,6 +21,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reconcilers::cloud::{ErrorKind, TargetGroup};
+use reconcilers::names::TARGET_GROUP_PREFIX;
 use reconcilers::patching::{
     FleetId, InstanceResult, InstanceState, PROXY_HEALTH_CHECK, PatchPolicy, PatchRun, RunState,
     Step, next_step, plan_run, tail,
@@ -41,14 +43,19 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 const BACK_RUNNING_WAIT: Duration = Duration::from_secs(300);
 /// How often a patched instance's state is looked at while it is not running.
 const BACK_RUNNING_POLL: Duration = Duration::from_secs(2);
+/// How long a patched instance of a group may take to pass the shops' health checks.
+const TARGETS_HEALTHY_WAIT: Duration = Duration::from_secs(600);
+/// How often its targets' health is read meanwhile.
+const TARGETS_HEALTHY_POLL: Duration = Duration::from_secs(5);
 
 /// The reasons that are an instance's failure, which end the run as failed.
-const INSTANCE_FAILURES: [&str; 5] = [
+const INSTANCE_FAILURES: [&str; 6] = [
     "PatchFailed",
     "PatchTimedOut",
     "HealthCheckFailed",
     "HealthCheckTimedOut",
     "NotRunningAfterPatch",
+    "TargetsUnhealthyAfterPatch",
 ];
 
 /// Where a fleet's instances are: the region and their `Name` tag.
@@ -351,9 +358,81 @@ impl Controller {
             );
             self.keeping(lease, check).await?;
         }
-        // TODO(#6): for an instance group, also wait for the instance's targets to be healthy
-        // in the shops' target groups before the next instance goes down.
+        if let FleetId::Group(group) = &policy.fleet {
+            let healthy = self.targets_healthy(&target.region, group, instance);
+            self.keeping(lease, healthy).await?;
+        }
         Ok(())
+    }
+
+    /// Waits until `instance` is healthy in the target group of every shop placed on `group`
+    /// (a rebooted instance shows `initial` until its health checks pass), so the next
+    /// instance goes down only once this one serves every shop again. Targets draining or in
+    /// an unused group do not hold the run.
+    async fn targets_healthy(
+        &self,
+        region: &str,
+        group: &str,
+        instance: &str,
+    ) -> Result<(), Blocked> {
+        let placed: HashSet<u16> = self
+            .store
+            .region_placements(region)
+            .await?
+            .into_iter()
+            .filter(|placed| placed.instance_group == group)
+            .map(|placed| placed.port)
+            .collect();
+        if placed.is_empty() {
+            return Ok(());
+        }
+        let elb = self.cloud.load_balancing(region);
+        let target_groups: Vec<TargetGroup> = elb
+            .list_target_groups()
+            .await?
+            .into_iter()
+            .filter(|tg| tg.name.starts_with(TARGET_GROUP_PREFIX) && placed.contains(&tg.port))
+            .collect();
+        let deadline = tokio::time::Instant::now() + TARGETS_HEALTHY_WAIT;
+        loop {
+            let mut waiting = Vec::new();
+            for tg in &target_groups {
+                let health = match elb.describe_target_health(&tg.arn).await {
+                    Ok(health) => health,
+                    // A shop deleted meanwhile.
+                    Err(error) if error.kind == ErrorKind::NotFound => continue,
+                    // Asked again at the next poll.
+                    Err(error)
+                        if matches!(error.kind, ErrorKind::Throttled | ErrorKind::Transient) =>
+                    {
+                        waiting.push(format!("{} ({})", tg.name, error.kind.as_str()));
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                let not_serving = health.iter().find(|h| {
+                    h.target.id == instance && matches!(h.state.as_str(), "initial" | "unhealthy")
+                });
+                if let Some(found) = not_serving {
+                    waiting.push(format!("{} ({})", tg.name, found.state));
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Blocked {
+                    reason: "TargetsUnhealthyAfterPatch",
+                    message: format!(
+                        "{instance} is not healthy in {} target groups after its patch: {}",
+                        waiting.len(),
+                        waiting.join(", ")
+                    ),
+                    outcome: Outcome::Retry("health"),
+                });
+            }
+            tokio::time::sleep(TARGETS_HEALTHY_POLL).await;
+        }
     }
 
     /// Ends the run and says so.

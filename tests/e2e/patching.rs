@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reconcilers::cloud::Fleet;
+use reconcilers::cloud::{Fleet, LoadBalancing};
 use reconcilers::patching::{FleetId, InstanceState, PatchPolicy, PatchRun, RunState};
-use reconcilers::sim::{SentCommand, SimConfig, Timings};
+use reconcilers::sim::{ResourceType, SentCommand, SimConfig, Timings};
 use reconcilers::spec::RegionName;
 use shop_controller::controller::ControllerConfig;
 use shop_controller::store::now_millis;
 
-use crate::controller::{Running, spawn_controller, start_with};
-use crate::convergence::fixture::{scaled_sim, test_config};
+use crate::controller::{Running, converged, spawn_controller, start_with};
+use crate::convergence::fixture::{
+    deploy_new_versions, owned, scaled_sim, shop_names, test_config,
+};
 
 const GROUP: &str = "group/shops-a";
 const PROXIES: &str = "proxy/eu-west-1";
@@ -315,4 +317,68 @@ async fn a_fleet_with_one_running_instance_is_not_patched() {
     assert!(run.instances.is_empty() && run.results.is_empty());
     assert!(patches(&running, PROXIES).is_empty());
     running.stop().await;
+}
+
+/// A patched instance of a group serves its shops again before the next one goes down: the
+/// first instance is rebooted while its patch runs, and while its target shows `initial` in
+/// the shop's target group no other instance is patched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_run_waits_until_the_shops_targets_are_healthy_again() {
+    let running = start_with(sim(Duration::from_secs(8)), config()).await;
+    let mut client = running.server.shops().await;
+    let shops = shop_names("patched", 1);
+    deploy_new_versions(&running, &mut client, &shops).await;
+    converged(running.store.store.as_ref(), &shops).await;
+    let target_group = owned(&running.aws, &shops[0], ResourceType::TargetGroup).await;
+    put_policy(&running, GROUP).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(command) = patches(&running, GROUP).first() {
+            break command.instance_ids[0].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no patch was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The patch reboots the instance.
+    assert!(running.aws.stop_instance(&first) && running.aws.start_instance(&first));
+
+    let mut seen_initial = false;
+    loop {
+        // Read in this order: a target still `initial` now was so when the count was taken.
+        let sent = patches(&running, GROUP).len();
+        let health = running
+            .aws
+            .describe_target_health(&target_group)
+            .await
+            .expect("health");
+        let state = health
+            .iter()
+            .find(|h| h.target.id == first)
+            .map(|h| h.state.clone());
+        match state.as_deref() {
+            Some("initial" | "unhealthy") => {
+                seen_initial = true;
+                assert_eq!(
+                    sent, 1,
+                    "the next instance went down while {first} was not serving"
+                );
+            }
+            Some("healthy") => break,
+            other => panic!("{first} in the shop's target group: {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{first} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        seen_initial,
+        "the reboot was not seen; the test proved nothing"
+    );
+
+    let run = run_when(&running, GROUP, finished).await;
+    assert_eq!(run.state, RunState::Succeeded, "{run:?}");
+    assert_eq!(patches(&running, GROUP).len(), run.instances.len());
 }
