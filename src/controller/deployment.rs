@@ -152,7 +152,12 @@ impl Controller {
             .intent_queue(ResourceKind::Deployment, &scope, QUEUE_WINDOW)
             .await?;
         let position = ahead.iter().position(|i| i.shop == shop);
-        if position != Some(0) {
+        let turn = match position {
+            Some(0) => true,
+            Some(place) => self.only_paused_ahead(&ahead[..place]).await?,
+            None => false,
+        };
+        if !turn {
             let place = position.map_or_else(
                 || format!("more than {QUEUE_WINDOW}"),
                 |p| (p + 1).to_string(),
@@ -308,6 +313,23 @@ impl Controller {
             SHOP_ENV_TIMEOUT,
         )
         .await
+    }
+
+    /// True when every shop ahead in the queue is paused with its deployment already started:
+    /// such a shop keeps its place until a resume collects the result (it makes no call while
+    /// paused), but it does not hold the group. Whether the group is free is then for the
+    /// group's own state to say (`active_deployment`, read next).
+    async fn only_paused_ahead(&self, ahead: &[Intent]) -> Result<bool, Blocked> {
+        for intent in ahead {
+            if started_id(intent).is_none() {
+                return Ok(false);
+            }
+            let owner = self.store.get_shop(&intent.shop).await?;
+            if owner.is_none_or(|view| view.pause.is_none()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Wakes the next shop of a deployment group's queue on this replica (others poll).

@@ -32,11 +32,10 @@ impl Controller {
     }
 
     /// A paused shop must not hold up its group's deployment queue: a place it only waited in
-    /// is given up (a resume queues it again, at the back), and the next shop is woken.
-    ///
-    /// TODO(#6): a deployment the shop already started keeps its intent, so the group's queue
-    /// waits until the shop is resumed; telling when it finished needs a cloud read, which a
-    /// paused shop does not make. Acceptable while pauses are short operator actions.
+    /// is given up (a resume queues it again, at the back), and the next shop is woken. A
+    /// deployment it already started keeps its intent, so the resume collects the result
+    /// instead of deploying again; the shops behind it go ahead once the group's own state
+    /// shows it idle (`Controller::only_paused_ahead`).
     async fn leave_deployment_queue(&self, shop: &str) {
         let queued = match self.store.intent(shop, ResourceKind::Deployment).await {
             Ok(Some(intent)) if intent.external_id.is_none() => intent,

@@ -12,8 +12,10 @@ use shop_controller::grpc::proto::{
     self, GetShopRequest, PauseRegionRequest, PlanShopRequest, PlanShopResponse,
     ResumeRegionRequest,
 };
+use shop_controller::store::now_millis;
 
 use crate::controller::{Running, converged, start, wait_for};
+use crate::convergence::fixture::deployments_of;
 use crate::support::deploy_request;
 
 /// Every call that changes something in the simulated AWS so far, by operation and outcome.
@@ -495,4 +497,72 @@ async fn pauses_are_recorded_and_announced_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pauses_are_recorded_and_announced_on_postgres() {
     pauses_are_recorded_and_announced(crate::support::postgres_store().await).await;
+}
+
+/// A shop paused while its deployment runs keeps that deployment (the resume collects its
+/// result, with no second one), and the next shop of the group deploys meanwhile instead of
+/// waiting behind it for the resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_paused_mid_deployment_does_not_hold_up_its_group() {
+    let running = start().await;
+    let store = running.store.store.as_ref();
+    let (first, second) = ("held.es-hs.com", "next.es-hs.com");
+    let mut client = running.server.shops().await;
+    upload(&running, first);
+    client
+        .deploy_shop(deploy_request(first))
+        .await
+        .expect("deploy");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let started = loop {
+        let intent = store
+            .intent(first, ResourceKind::Deployment)
+            .await
+            .expect("intent");
+        if let Some(id) = intent
+            .and_then(|i| i.external_id)
+            .filter(|id| id.starts_with("d-"))
+        {
+            break id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deployment started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    store
+        .set_shop_paused(first, true, "mid-deployment", now_millis())
+        .await
+        .expect("pause");
+
+    upload(&running, second);
+    client
+        .deploy_shop(deploy_request(second))
+        .await
+        .expect("deploy the next shop");
+    converged(store, &[second.to_owned()]).await;
+    let held = store
+        .intent(first, ResourceKind::Deployment)
+        .await
+        .expect("intent");
+    assert_eq!(
+        held.and_then(|i| i.external_id).as_deref(),
+        Some(started.as_str()),
+        "the paused shop's deployment is kept for its resume"
+    );
+
+    store
+        .set_shop_paused(first, false, "", now_millis())
+        .await
+        .expect("resume");
+    converged(store, &[first.to_owned()]).await;
+    let deployed: Vec<String> = deployments_of(&running.aws, "shops-a")
+        .await
+        .into_iter()
+        .filter(|d| d.revision.key.contains(first))
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(deployed, [started], "deployed again after the resume");
+    running.stop().await;
 }
