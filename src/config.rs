@@ -47,6 +47,11 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, env = "SHOP_CONTROLLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC endpoint of a trace collector (such as `http://otel-collector:4317`); the
+    /// spans of every RPC and reconcile are exported there besides the log. No export when
+    /// unset.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

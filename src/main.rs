@@ -11,18 +11,24 @@ use reconcilers::sim::{SimAcme, SimAcmeConfig};
 use shop_controller::acme::{AcmeConfig, LazyAcme, responder};
 use shop_controller::aws::{AwsCloud, AwsOptions};
 use shop_controller::config::AcmeArgs;
-use shop_controller::config::{Cli, Command, LogFormat, MetricsArgs};
+use shop_controller::config::{Cli, Command, MetricsArgs};
 use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
 use shop_controller::domains::DnsDomains;
 use shop_controller::grpc::Auth;
-use shop_controller::{dev, metrics, server, store};
+use shop_controller::{dev, metrics, server, store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match cli.command {
+    let telemetry = telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref())?;
+    let ran = run(cli.command).await;
+    telemetry.shutdown();
+    ran
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => {
             let auth = server::load_auth(&args.auth)?;
             let tls = server::load_tls(&args.tls)?;
@@ -156,18 +162,6 @@ async fn start_metrics(args: &MetricsArgs, sources: metrics::Sources) -> anyhow:
         .with_context(|| format!("listen on {address} for metrics"))?;
     tokio::spawn(metrics::serve(listener, sources, server::shutdown_signal()));
     Ok(())
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 /// The directory of the dev database, where the dev controller keeps its other files too.

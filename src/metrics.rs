@@ -8,9 +8,7 @@
 //! Invariant: labels take bounded values only (kind, lane, outcome, service, operation,
 //! condition, state, and the patched fleet, of which there are a few); a shop's name never
 //! becomes a label.
-//!
-//! TODO(#6): OTLP trace export; not worth its dependencies until a collector is there to
-//! receive it, and the JSON logs carry the same spans.
+//! Traces leave through `telemetry.rs` (the log, and OTLP when configured).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -8,6 +8,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use reconcilers::Hostname;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use shop_controller::dev::{dev_instance_group, dev_region_config};
@@ -329,4 +336,138 @@ async fn the_json_log_carries_rpc_spans_and_no_secret() {
     }
     let listed = r#""method":"/shop.v1.ShopService/ListShops""#;
     assert!(log.contains(listed), "no rpc span with its method:\n{log}");
+}
+
+/// The collector's side of OTLP: every span exported to it, by name, with its attributes as
+/// text, and the service name each batch came with.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<std::sync::Mutex<Vec<ExportedSpan>>>,
+}
+
+#[derive(Clone, Debug)]
+struct ExportedSpan {
+    service: String,
+    name: String,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+fn text_of(value: Option<AnyValue>) -> String {
+    match value.and_then(|v| v.value) {
+        Some(any_value::Value::StringValue(text)) => text,
+        Some(any_value::Value::IntValue(number)) => number.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for batch in request.into_inner().resource_spans {
+            let service = batch
+                .resource
+                .into_iter()
+                .flat_map(|resource| resource.attributes)
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| text_of(kv.value))
+                .unwrap_or_default();
+            for span in batch.scope_spans.into_iter().flat_map(|scope| scope.spans) {
+                let attributes = span
+                    .attributes
+                    .into_iter()
+                    .map(|kv| (kv.key, text_of(kv.value)))
+                    .collect();
+                received.push(ExportedSpan {
+                    service: service.clone(),
+                    name: span.name,
+                    attributes,
+                });
+            }
+        }
+        self.spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(received);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_and_reconcile_spans_reach_an_otlp_collector() {
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_shop-controller"))
+            .args(["--log-format", "json", "--otlp-endpoint", &endpoint])
+            .args(["dev", "--listen", "127.0.0.1:0", "--resync", "1s"])
+            .arg("--database")
+            .arg(dir.path().join("dev.db"))
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shop-controller dev"),
+    );
+    let lines = lines_of(child.0.stderr.take().expect("stderr"));
+    let mut seen = Vec::new();
+    let grpc_address = address_of(&lines, &mut seen, "serving grpc");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_address}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = ShopServiceClient::new(channel);
+    let shop = shop_controller::dev::DEV_SAMPLE_SHOPS[0];
+    client
+        .deploy_shop(deploy_request(shop))
+        .await
+        .expect("deploy");
+
+    // The batch leaves every few seconds; wait for both kinds of span.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (rpc, reconcile) = loop {
+        let spans = collector
+            .spans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let rpc = spans.iter().find(|s| {
+            s.name == "rpc"
+                && s.attributes.get("method").map(String::as_str)
+                    == Some("/shop.v1.ShopService/DeployShop")
+        });
+        let reconcile = spans.iter().find(|s| {
+            s.name == "reconcile" && s.attributes.get("shop").map(String::as_str) == Some(shop)
+        });
+        if let (Some(rpc), Some(reconcile)) = (rpc, reconcile) {
+            break (rpc.clone(), reconcile.clone());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "spans received: {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(rpc.service, "shop-controller");
+    for field in ["resource", "generation"] {
+        assert!(
+            reconcile.attributes.contains_key(field),
+            "{field} missing: {reconcile:?}"
+        );
+    }
+    drop(child);
 }
