@@ -547,3 +547,134 @@ async fn acme_contract_against_pebble() {
     .await;
     let _ = stop.send(());
 }
+
+/// Issue #7, figure 7: time per issuance against pebble with real HTTP-01. A measurement,
+/// not a check (nothing about time is asserted; it only insists every certificate arrives):
+/// `cargo test --test e2e -- --ignored --nocapture pebble_issuance_figures`.
+///
+/// Baseline, in the same run: the ACME adapter alone (order, token published to the store,
+/// challenge ready, poll, finalize), one domain after another. Then the controller: a shop
+/// deployed with a custom domain until its certificate is imported and attached, one after
+/// another, then `AT_ONCE` together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark that prints figures; run it by name with --ignored"]
+async fn pebble_issuance_figures() {
+    const ONE_BY_ONE: usize = 10;
+    const AT_ONCE: usize = 10;
+    let month = Duration::from_secs(30 * 24 * 60 * 60);
+    let world = world(ClockMode::Scaled(40.0), Some(month), None).await;
+    let config = AcmeConfig {
+        directory_url: world._pebble.directory_url.clone(),
+        ca_root: Some(world._pebble.root_pem.clone()),
+        contacts: Vec::new(),
+        encryption_key: Secret::new(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
+    };
+    let ca = shop_controller::acme::AcmeClient::connect(&config, world.running.store.store.clone())
+        .await
+        .expect("account");
+
+    let mut adapter = Vec::new();
+    for index in 0..ONE_BY_ONE {
+        let domain = format!("direct-{index}.pebble.test");
+        world.dns.add_a(&domain, &[Ipv4Addr::LOCALHOST]).await;
+        let began = tokio::time::Instant::now();
+        issue_directly(&ca, store(&world), &domain).await;
+        adapter.push(began.elapsed());
+    }
+
+    let mut controller = Vec::new();
+    for index in 0..ONE_BY_ONE {
+        let domain = format!("one-{index}.pebble.test");
+        world.dns.add_a(&domain, &[Ipv4Addr::LOCALHOST]).await;
+        let began = tokio::time::Instant::now();
+        deploy(&world.running, &format!("one-{index}.es-hs.com"), &domain).await;
+        row_where(store(&world), &domain, Duration::from_secs(60), |r| {
+            r.state == CertificateState::Ready
+        })
+        .await;
+        controller.push(began.elapsed());
+    }
+
+    let domains: Vec<String> = (0..AT_ONCE)
+        .map(|index| format!("many-{index}.pebble.test"))
+        .collect();
+    for domain in &domains {
+        world.dns.add_a(domain, &[Ipv4Addr::LOCALHOST]).await;
+    }
+    let began = tokio::time::Instant::now();
+    for (index, domain) in domains.iter().enumerate() {
+        deploy(&world.running, &format!("many-{index}.es-hs.com"), domain).await;
+    }
+    for domain in &domains {
+        row_where(store(&world), domain, Duration::from_secs(120), |r| {
+            r.state == CertificateState::Ready
+        })
+        .await;
+    }
+    let together = began.elapsed();
+
+    let median = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        (samples[samples.len() / 2], samples[samples.len() - 1])
+    };
+    let (adapter_p50, adapter_max) = median(&mut adapter);
+    let (controller_p50, controller_max) = median(&mut controller);
+    eprintln!("\n7. certificate issuance against pebble, real HTTP-01 through the responder");
+    eprintln!("| path | n | p50 | max |");
+    eprintln!("|---|---|---|---|");
+    eprintln!(
+        "| ACME adapter alone (baseline) | {ONE_BY_ONE} | {:.0} ms | {:.0} ms |",
+        adapter_p50.as_secs_f64() * 1e3,
+        adapter_max.as_secs_f64() * 1e3
+    );
+    eprintln!(
+        "| controller: deploy to certificate attached | {ONE_BY_ONE} | {:.0} ms | {:.0} ms |",
+        controller_p50.as_secs_f64() * 1e3,
+        controller_max.as_secs_f64() * 1e3
+    );
+    eprintln!(
+        "ratio of medians {:.2}; {AT_ONCE} domains at once all attached in {:.0} ms ({:.1}/s)",
+        controller_p50.as_secs_f64() / adapter_p50.as_secs_f64(),
+        together.as_secs_f64() * 1e3,
+        AT_ONCE as f64 / together.as_secs_f64()
+    );
+}
+
+/// One certificate through the adapter alone, its token served from `store`.
+async fn issue_directly(ca: &dyn reconcilers::cloud::Acme, store: &dyn Store, domain: &str) {
+    use reconcilers::cloud::OrderStatus;
+
+    let hostname = reconcilers::Hostname::parse(domain).expect("valid");
+    let order = ca.new_order(&hostname).await.expect("order");
+    for challenge in &order.challenges {
+        store
+            .put_challenge(&shop_controller::store::AcmeChallenge {
+                token: challenge.token.clone(),
+                domain: domain.to_owned(),
+                key_authorization: challenge.key_authorization.clone(),
+                expires_at: now_millis() + 60_000,
+            })
+            .await
+            .expect("publish");
+    }
+    ca.challenges_ready(&order.url).await.expect("ready");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = ca.order(&order.url).await.expect("order").status;
+        assert_ne!(
+            status,
+            OrderStatus::Invalid,
+            "validation of {domain} failed"
+        );
+        if status == OrderStatus::Ready
+            && ca.finalize(&order.url).await.expect("finalize").is_some()
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{domain} never issued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
