@@ -30,12 +30,17 @@ pub enum Outcome {
     Gone,
 }
 
+/// The reason of a wait on throttling (`ErrorKind::Throttled`'s label), which has a schedule
+/// of its own.
+pub(crate) const THROTTLED: &str = "throttled";
+
 /// The timing the scheduler applies.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Timing {
     pub(crate) resync: Duration,
     pub(crate) resync_jitter: f64,
     pub(crate) retry: Backoff,
+    pub(crate) throttle: Backoff,
     pub(crate) wait: Backoff,
 }
 
@@ -100,7 +105,8 @@ impl<K: Clone + Eq + Hash> Scheduler<K> {
                 retry(after)
             }
             Outcome::Retry(_) => retry(self.fail(key)),
-            Outcome::Wait(_) => retry(self.wait(key)),
+            Outcome::Wait(THROTTLED) => retry(self.wait(key, true)),
+            Outcome::Wait(_) => retry(self.wait(key, false)),
             Outcome::Gone => {
                 self.unsettled.remove(key);
                 (Duration::ZERO, Next::Forget)
@@ -121,10 +127,17 @@ impl<K: Clone + Eq + Hash> Scheduler<K> {
         self.timing.retry.delay(attempts.failures, &mut self.jitter)
     }
 
-    fn wait(&mut self, key: &K) -> Duration {
+    /// Throttling and the other waits share the count of consecutive waits, each with its
+    /// own schedule.
+    fn wait(&mut self, key: &K, throttled: bool) -> Duration {
         let attempts = self.unsettled.entry(key.clone()).or_default();
         attempts.waits = attempts.waits.saturating_add(1);
-        self.timing.wait.delay(attempts.waits, &mut self.jitter)
+        let schedule = if throttled {
+            &self.timing.throttle
+        } else {
+            &self.timing.wait
+        };
+        schedule.delay(attempts.waits, &mut self.jitter)
     }
 }
 
@@ -147,6 +160,11 @@ mod tests {
             retry: Backoff {
                 base: SECOND,
                 cap: 8 * SECOND,
+                jitter: 0.0,
+            },
+            throttle: Backoff {
+                base: 2 * SECOND,
+                cap: 120 * SECOND,
                 jitter: 0.0,
             },
             wait: Backoff {
@@ -177,7 +195,7 @@ mod tests {
     #[test]
     fn wait_outcomes_do_not_count_as_failures() {
         let mut scheduler = Scheduler::new(exact_timing(), Jitter::new(1));
-        let (retry, wait) = (Outcome::Retry("transient"), Outcome::Wait("throttled"));
+        let (retry, wait) = (Outcome::Retry("transient"), Outcome::Wait("quota_exceeded"));
         assert_eq!(
             delays(&mut scheduler, &[retry, wait, wait, retry]),
             [1, 30, 60, 2]
@@ -190,6 +208,22 @@ mod tests {
                 failures: 2,
                 waits: 3
             }
+        );
+    }
+
+    #[test]
+    fn throttling_waits_briefly_and_a_full_quota_long() {
+        let mut scheduler = Scheduler::new(exact_timing(), Jitter::new(1));
+        let throttled = Outcome::Wait(THROTTLED);
+        let outcomes = [throttled; 8];
+        assert_eq!(
+            delays(&mut scheduler, &outcomes),
+            [2, 4, 8, 16, 32, 64, 120, 120]
+        );
+        let mut scheduler = Scheduler::new(exact_timing(), Jitter::new(1));
+        assert_eq!(
+            delays(&mut scheduler, &[Outcome::Wait("quota_exceeded")]),
+            [30]
         );
     }
 

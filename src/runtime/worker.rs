@@ -39,7 +39,9 @@ pub struct LoopConfig {
     pub resync_jitter: f64,
     /// The schedule after failures.
     pub retry: Backoff,
-    /// The schedule after throttling or a full quota.
+    /// The schedule after throttling.
+    pub throttle: Backoff,
+    /// The schedule after a full quota or another wait.
     pub wait: Backoff,
     /// How long shutdown waits for in-flight reconciles before cancelling them.
     pub grace: Duration,
@@ -55,6 +57,7 @@ impl Default for LoopConfig {
             resync: Duration::from_secs(5 * 60),
             resync_jitter: 0.1,
             retry: Backoff::RETRY,
+            throttle: Backoff::THROTTLE,
             wait: Backoff::WAIT,
             grace: Duration::from_secs(30),
             jitter_seed: None,
@@ -141,6 +144,7 @@ where
             resync: config.resync,
             resync_jitter: config.resync_jitter,
             retry: config.retry,
+            throttle: config.throttle,
             wait: config.wait,
         };
         Worker {
@@ -325,6 +329,11 @@ mod tests {
                 cap: 60 * SECOND,
                 jitter: 0.0,
             },
+            throttle: Backoff {
+                base: 2 * SECOND,
+                cap: 60 * SECOND,
+                jitter: 0.0,
+            },
             wait: Backoff {
                 base: 30 * SECOND,
                 cap: 600 * SECOND,
@@ -491,7 +500,7 @@ mod tests {
         let script = Mutex::new(vec![
             Outcome::Done,
             Outcome::Retry("transient"),
-            Outcome::Wait("throttled"),
+            Outcome::Wait("quota_exceeded"),
             Outcome::Retry("transient"),
             Outcome::Retry("transient"),
         ]);
