@@ -8,14 +8,23 @@
 //! 3. resident memory per converged shop;
 //! 4. certificates: how long 100 custom domains take to be served under a Let's Encrypt-like
 //!    order budget (a simulated CA validating HTTP-01 through simulated DNS), against the
-//!    floor the budget imposes, and the orders it took.
+//!    floor the budget imposes, and the orders it took;
+//! 5. convergence of `BENCH_SHOPS` new shops against AWS's token buckets (`-- convergence`,
+//!    on a simulated clock of `BENCH_CLOCK`, default x25), against the floor the buckets and
+//!    the lifecycles impose, with the build and deployment economy;
+//! 6. the write path: `DeployShop` through gRPC on SQLite and PostgreSQL
+//!    (`BENCH_POSTGRES_URL`) against plain single-row inserts, and latency at a fixed rate
+//!    (`-- write-path`).
 //!
-//! `cargo bench --bench controller` (1,000 shops, a 5,000-shop backlog), or
+//! `cargo bench --bench controller` (figures 1 to 4: 1,000 shops, a 5,000-shop backlog), or
 //! `cargo bench --bench controller -- --quick` (100 and 500). `BENCH_SHOPS`, `BENCH_BACKLOG`,
-//! `BENCH_PROBES` override the sizes; `-- certificates` runs figure 4 alone. Prints figures;
-//! asserts nothing about timing.
+//! `BENCH_PROBES` override the sizes; `-- certificates`, `-- convergence` and `-- write-path`
+//! run one figure alone. Prints figures; asserts nothing about timing.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its figures")]
+
+#[path = "controller/write_path.rs"]
+mod write_path;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -24,8 +33,9 @@ use std::time::Duration;
 use reconcilers::certificate::{BudgetLimit, CertificateState};
 use reconcilers::cloud::CallKey;
 use reconcilers::cloud::DnsAnswers;
+use reconcilers::cloud::limits::default_limit;
 use reconcilers::config::InstanceGroup;
-use reconcilers::sim::{ClockMode, LoadBalancerKind, Quotas, SimConfig, SimulatedAws};
+use reconcilers::sim::{ClockMode, LoadBalancerKind, Quotas, SimConfig, SimulatedAws, Timings};
 use reconcilers::sim::{SimAcme, SimAcmeConfig, SimDomains};
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::SyncState;
@@ -55,6 +65,8 @@ struct Sizes {
     shops: usize,
     backlog: usize,
     probes: usize,
+    /// The simulated clock of figure 5.
+    clock: f64,
 }
 
 impl Sizes {
@@ -71,6 +83,10 @@ impl Sizes {
             shops: env("BENCH_SHOPS", shops),
             backlog: env("BENCH_BACKLOG", backlog),
             probes: env("BENCH_PROBES", 20),
+            clock: std::env::var("BENCH_CLOCK")
+                .ok()
+                .map(|value| value.parse().expect("a clock scale is a number"))
+                .unwrap_or(25.0),
         }
     }
 }
@@ -87,6 +103,14 @@ async fn main() {
         certificates_under_budget(100, 25, Duration::from_secs(2)).await;
         return;
     }
+    if std::env::args().any(|a| a == "write-path") {
+        write_path::write_path().await;
+        return;
+    }
+    if std::env::args().any(|a| a == "convergence") {
+        convergence_under_buckets(sizes.shops, sizes.clock).await;
+        return;
+    }
     println!(
         "controller benchmark: {} shops, resync backlog of {}, {} probes, sim clock x{CLOCK_SCALE}",
         sizes.shops, sizes.backlog, sizes.probes
@@ -94,6 +118,104 @@ async fn main() {
     steady_state_and_memory(sizes.shops).await;
     first_reconcile_during_resync(sizes.backlog, sizes.probes).await;
     certificates_under_budget(100, 25, Duration::from_secs(2)).await;
+}
+
+/// Figure 5: `shops` new shops at once against AWS's token buckets (on the simulated clock,
+/// `scale` times real time). The floor is the larger of what the buckets allow for the calls
+/// that succeeded (per operation: calls beyond the burst at the refill rate) and what the
+/// lifecycles allow (a build, then each CodeDeploy group's deployments one after another).
+/// Also the build and deployment economy: builds per shop version, deployments per group and
+/// CodeDeploy's "group busy" refusals.
+async fn convergence_under_buckets(shops: usize, scale: f64) {
+    let world = World::with_clock(shops, scale, true).await;
+    for index in 0..shops {
+        world.deploy(&shop_name("new", index)).await;
+    }
+    let sim_began = world.aws.now_millis();
+    let running = world.start(CONVERGE_RESYNC, Some(CONVERGE_CONCURRENCY));
+    let (took, _) = world.converged().await;
+    let sim_took = Duration::from_millis(
+        u64::try_from(world.aws.now_millis() - sim_began).expect("the clock moves forward"),
+    );
+    let runs = running.controller.loop_stats();
+    running.stop().await;
+
+    let calls = world.aws.calls().snapshot();
+    let mut succeeded: BTreeMap<String, u64> = BTreeMap::new();
+    let mut refused: BTreeMap<String, u64> = BTreeMap::new();
+    for ((service, operation, outcome), count) in &calls {
+        let name = format!("{service}:{operation}");
+        let into = if outcome == "ok" {
+            &mut succeeded
+        } else {
+            &mut refused
+        };
+        *into.entry(format!("{name} {outcome}")).or_insert(0) += count;
+    }
+    let ok = |operation: &str| {
+        succeeded
+            .get(&format!("{operation} ok"))
+            .copied()
+            .unwrap_or(0)
+    };
+    let (bucket_floor, bottleneck) = succeeded
+        .iter()
+        .map(|(key, count)| {
+            let operation = key.trim_end_matches(" ok");
+            let limit = default_limit(operation);
+            let beyond_burst = count.saturating_sub(u64::from(limit.burst)) as f64;
+            (beyond_burst / limit.per_second, operation.to_owned())
+        })
+        .fold((0.0, String::new()), |best, next| {
+            if next.0 > best.0 { next } else { best }
+        });
+    let timings = Timings::default();
+    let per_group = u32::try_from(SHOPS_PER_GROUP.min(shops)).expect("small");
+    let lifecycle_floor =
+        (timings.build + (timings.deployment_start + timings.deployment) * per_group).as_secs_f64();
+    let floor = bucket_floor.max(lifecycle_floor);
+    let groups = shops.div_ceil(SHOPS_PER_GROUP);
+    let throttled: u64 = refused
+        .iter()
+        .filter(|(key, _)| key.ends_with(" throttled"))
+        .map(|(_, count)| count)
+        .sum();
+    let waits: u64 = runs.iter().map(|(_, stats)| stats.runs.wait).sum();
+    let retries: u64 = runs.iter().map(|(_, stats)| stats.runs.retry).sum();
+
+    println!(
+        "\n5. convergence of {shops} new shops against AWS's token buckets (sim clock x{scale})"
+    );
+    println!(
+        "   converged in {:.1} s real = {:.0} s simulated; floor {:.0} s simulated \
+         (buckets {:.0} s, bottleneck {bottleneck}; lifecycles {:.0} s); ratio {:.2}",
+        took.as_secs_f64(),
+        sim_took.as_secs_f64(),
+        floor,
+        bucket_floor,
+        lifecycle_floor,
+        sim_took.as_secs_f64() / floor
+    );
+    println!(
+        "   throttled calls {throttled} (each ended its reconcile waiting: the simulated \
+         provider has no client-side pacing); reconciles that waited {waits}, retried {retries}"
+    );
+    println!("   refused calls by operation and outcome: {refused:?}");
+    println!(
+        "   builds started {} for {shops} shop versions ({:.2} per version)",
+        ok("codebuild:StartBuild"),
+        ok("codebuild:StartBuild") as f64 / shops as f64
+    );
+    println!(
+        "   deployments created {} over {groups} groups ({:.2} per shop); \
+         CodeDeploy group-busy refusals {}",
+        ok("codedeploy:CreateDeployment"),
+        ok("codedeploy:CreateDeployment") as f64 / shops as f64,
+        refused
+            .get("codedeploy:CreateDeployment quota_exceeded")
+            .copied()
+            .unwrap_or(0)
+    );
 }
 
 /// Figure 4: `domains` shops with custom domains, all deployed at once, with the CA's
@@ -205,11 +327,18 @@ struct World {
 
 impl World {
     async fn new(shops: usize) -> Self {
+        Self::with_clock(shops, CLOCK_SCALE, false).await
+    }
+
+    /// `scale` simulated seconds pass per real second; `buckets` turns on AWS's per-operation
+    /// token buckets (which run on the simulated clock).
+    async fn with_clock(shops: usize, scale: f64, buckets: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite:{}", dir.path().join("shops.db").display());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("open sqlite"));
         let config = SimConfig {
-            clock: ClockMode::Scaled(CLOCK_SCALE),
+            clock: ClockMode::Scaled(scale),
+            rate_limits: buckets,
             // AWS's default of 3,000 target groups per region is a quota 5,000 shops must
             // have raised; the sim gets the raise.
             quotas: Quotas {
@@ -283,10 +412,14 @@ impl World {
         }
         let controller = Arc::new(controller);
         let (stop, stopped) = oneshot::channel::<()>();
-        let loops = tokio::spawn(controller.run(async move {
+        let loops = tokio::spawn(controller.clone().run(async move {
             let _ = stopped.await;
         }));
-        Running { stop, loops }
+        Running {
+            stop,
+            loops,
+            controller,
+        }
     }
 
     /// Waits until every needed kind of every shop is synced for its generation; returns how
@@ -402,6 +535,7 @@ async fn add_group(store: &dyn Store, aws: &SimulatedAws, index: usize) {
 struct Running {
     stop: oneshot::Sender<()>,
     loops: tokio::task::JoinHandle<()>,
+    controller: Arc<Controller>,
 }
 
 impl Running {
