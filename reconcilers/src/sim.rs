@@ -219,7 +219,8 @@ impl SimulatedAws {
             state.settle();
             let state = &mut *state;
             let now = state.clock.instant();
-            state.faults.admit(operation, now, &mut state.rng)?
+            let admitted = state.faults.admit(operation, now, &mut state.rng)?;
+            admitted.latency + state.clock.real(admitted.paced)
         };
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

@@ -38,6 +38,16 @@ impl Clock {
         }
     }
 
+    /// How long real time takes to pass `simulated`; zero on a manual clock, which real
+    /// time does not move.
+    pub(crate) fn real(&self, simulated: Duration) -> Duration {
+        match self.mode {
+            ClockMode::Manual => Duration::ZERO,
+            ClockMode::Scaled(factor) if factor > 0.0 => simulated.div_f64(factor),
+            ClockMode::Scaled(_) => Duration::ZERO,
+        }
+    }
+
     /// Simulated time since the clock started.
     pub(crate) fn elapsed(&self) -> Duration {
         match self.mode {

@@ -25,6 +25,10 @@ pub struct SimConfig {
     pub start_epoch_millis: Option<i64>,
     /// Enforce per-operation token buckets server-side (empty bucket: `Throttled`).
     pub rate_limits: bool,
+    /// With `rate_limits`: a call waits for its token, as the SDK adapters' client-side
+    /// buckets make it wait (`src/aws/calls.rs`, the same limits), instead of being answered
+    /// `Throttled`. The account a paced production controller sees.
+    pub client_pacing: bool,
     /// Buckets that differ from [`crate::cloud::limits::default_limit`].
     pub rate_limit_overrides: HashMap<String, Limit>,
     /// Service quotas.
@@ -44,6 +48,7 @@ impl Default for SimConfig {
             clock: ClockMode::Scaled(1.0),
             start_epoch_millis: None,
             rate_limits: false,
+            client_pacing: false,
             rate_limit_overrides: HashMap::new(),
             quotas: Quotas::default(),
             timings: Timings::default(),

@@ -29,6 +29,15 @@ pub(crate) struct Faults {
     per_operation: HashMap<String, FaultProfile>,
     scripted: HashMap<String, VecDeque<ErrorKind>>,
     rate_limits: Option<RateLimits>,
+    /// Wait for a token instead of refusing the call (`SimConfig::client_pacing`).
+    pacing: bool,
+}
+
+/// A call let through: the real latency to add, and the simulated time it waits for its
+/// token when calls are paced.
+pub(crate) struct Admitted {
+    pub(crate) latency: Duration,
+    pub(crate) paced: Duration,
 }
 
 impl Faults {
@@ -41,6 +50,7 @@ impl Faults {
             per_operation: HashMap::new(),
             scripted: HashMap::new(),
             rate_limits,
+            pacing: config.client_pacing,
         }
     }
 
@@ -57,7 +67,7 @@ impl Faults {
         operation: &'static str,
         now: Instant,
         rng: &mut Rng,
-    ) -> Result<Duration, CloudError> {
+    ) -> Result<Admitted, CloudError> {
         if let Some(kind) = self
             .scripted
             .get_mut(operation)
@@ -65,10 +75,15 @@ impl Faults {
         {
             return Err(error(kind, operation, "Injected", "scripted failure"));
         }
-        let throttled_by_bucket = self
-            .rate_limits
-            .as_mut()
-            .is_some_and(|limits| !limits.try_take(operation, now));
+        let mut paced = Duration::ZERO;
+        let throttled_by_bucket = match self.rate_limits.as_mut() {
+            Some(limits) if self.pacing => {
+                paced = limits.reserve(operation, now);
+                false
+            }
+            Some(limits) => !limits.try_take(operation, now),
+            None => false,
+        };
         let profile = self.profile(operation);
         if throttled_by_bucket || rng.chance(profile.throttle) {
             return Err(error(
@@ -86,7 +101,10 @@ impl Faults {
                 "the service is unavailable, try again",
             ));
         }
-        Ok(profile.latency)
+        Ok(Admitted {
+            latency: profile.latency,
+            paced,
+        })
     }
 
     /// Whether the response of a call that took effect is lost.
@@ -180,6 +198,32 @@ mod tests {
         let counts = outcomes(&aws, DESCRIBE);
         assert_eq!(counts.get("ok"), Some(&4));
         assert_eq!(counts.get("throttled"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn paced_calls_wait_for_their_token_instead_of_being_throttled() {
+        // 2 calls per simulated second, burst 3, on a clock 10 times faster than real time:
+        // the 4th to 7th calls wait 0.5 simulated seconds each, 50 ms of real time.
+        let mut config = SimConfig {
+            clock: crate::sim::ClockMode::Scaled(10.0),
+            client_pacing: true,
+            ..SimConfig::throttled()
+        };
+        config
+            .rate_limit_overrides
+            .insert(DESCRIBE.to_owned(), Limit::new(2.0, 3));
+        let aws = SimulatedAws::with_config(config);
+        let began = aws.now_millis();
+        for _ in 0..7 {
+            aws.list_target_groups()
+                .await
+                .expect("paced, never throttled");
+        }
+        assert_eq!(outcomes(&aws, DESCRIBE).get("ok"), Some(&7));
+        // Four calls beyond the burst at 2 per second: the account saw them spread over at
+        // least 2 simulated seconds, the bucket's refill (scheduling can only add).
+        let spread = aws.now_millis() - began;
+        assert!(spread >= 2_000, "{spread} ms");
     }
 
     #[tokio::test]
