@@ -14,4 +14,6 @@ pub mod metrics;
 pub mod nginx;
 pub mod runtime;
 pub mod server;
+pub mod sim_protocol;
+pub mod sim_server;
 pub mod store;
