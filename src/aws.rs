@@ -23,9 +23,9 @@ mod codedeploy;
 mod ec2;
 mod elbv2;
 mod error;
+mod remote_sim;
 mod retry;
 mod s3;
-mod remote_sim;
 mod ssm;
 
 pub use acm::AcmCertificates;

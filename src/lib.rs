@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod aws;
+mod cloud_calls;
 pub mod config;
 pub mod controller;
 pub mod dev;

@@ -16,14 +16,14 @@ use hyper::{Request, Response, StatusCode};
 use reconcilers::cloud::{
     BuildRequest, Builds, CertificateMaterial, Certificates, CloudProvider, CommandRequest,
     DeploymentRequest, DeploymentStatus, Deployments, Fleet, HttpListenerSpec, ListenerAction,
-    ListenerSpec, LoadBalancing, ObjectStorage, RuleSpec, RunCommand, Tag, Target,
-    TargetGroupSpec,
+    ListenerSpec, LoadBalancing, ObjectStorage, RuleSpec, RunCommand, Tag, Target, TargetGroupSpec,
 };
 use reconcilers::sim::SimulatedAws;
 use tokio::net::TcpListener;
 
+use crate::cloud_calls::{cloud_calls, writes};
 use crate::http::plain;
-use crate::sim_protocol::{Arg, CALL_PATH, Call, REPLICA_HEADER, Reply, cloud_calls, writes};
+use crate::sim_protocol::{Arg, CALL_PATH, Call, REPLICA_HEADER, Reply};
 
 /// Largest call accepted; an imported certificate is a few kilobytes.
 const MAX_CALL_BYTES: usize = 4 * 1024 * 1024;
@@ -133,7 +133,12 @@ async fn answer(
     };
     let call: Call<serde_json::Value> = match serde_json::from_slice(&body) {
         Ok(call) => call,
-        Err(error) => return plain(StatusCode::BAD_REQUEST, format!("decode the call: {error}\n")),
+        Err(error) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("decode the call: {error}\n"),
+            );
+        }
     };
     let received = Instant::now();
     let method = call.method.clone();

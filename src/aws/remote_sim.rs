@@ -1,6 +1,6 @@
 //! A [`CloudProvider`] that posts every call to a simulated AWS served by another process
 //! (`shop-controller dev --share-sim`, or a test hosting one), so several controller processes
-//! act on one simulated account. The calls are those of [`crate::sim_protocol::cloud_calls`];
+//! act on one simulated account. The calls are those of [`crate::cloud_calls`];
 //! each names this replica in a header. Calls are counted here like the SDK adapters count
 //! theirs, by `capability:method` (the simulation's own counters hold the AWS operation names).
 
@@ -13,19 +13,20 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use reconcilers::cloud::{
-    Build, BuildRequest, Builds, CallStats, CertificateMaterial, CertificateSummary,
-    Certificates, CloudError, CloudProvider, CommandRequest, Deployment, DeploymentRequest,
-    DeploymentStatus, Deployments, ErrorKind, Fleet, HttpListenerSpec, Instance, Invocation,
-    Listener, ListenerAction, ListenerRule, ListenerSpec, LoadBalancer, LoadBalancing,
-    ObjectHead, ObjectStorage, Page, RuleSpec, RunCommand, Tag, Target, TargetGroup,
-    TargetGroupSpec, TargetHealth,
+    Build, BuildRequest, Builds, CallStats, CertificateMaterial, CertificateSummary, Certificates,
+    CloudError, CloudProvider, CommandRequest, Deployment, DeploymentRequest, DeploymentStatus,
+    Deployments, ErrorKind, Fleet, HttpListenerSpec, Instance, Invocation, Listener,
+    ListenerAction, ListenerRule, ListenerSpec, LoadBalancer, LoadBalancing, ObjectHead,
+    ObjectStorage, Page, RuleSpec, RunCommand, Tag, Target, TargetGroup, TargetGroupSpec,
+    TargetHealth,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::sim_protocol::{CALL_PATH, Call, REPLICA_HEADER, Reply, cloud_calls};
+use crate::cloud_calls::cloud_calls;
+use crate::sim_protocol::{CALL_PATH, Call, REPLICA_HEADER, Reply};
 
 /// A call that gets no answer in this time fails as transient, as a lost AWS response does.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
