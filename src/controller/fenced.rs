@@ -45,11 +45,19 @@ pub(super) fn fenced(asked: Instant, ttl: std::time::Duration) {
 /// Refuses a mutation whose fence is older than its deadline.
 fn check(operation: &'static str) -> Result<(), CloudError> {
     match FENCED_UNTIL.try_with(Cell::get) {
-        Ok(Some(until)) if Instant::now() >= until => Err(CloudError::new(
-            ErrorKind::Transient,
-            operation,
-            "not sent: the lease was confirmed too long ago; fencing again",
-        )),
+        Ok(Some(until)) if Instant::now() >= until => {
+            let late_ms = (Instant::now() - until).as_millis();
+            tracing::warn!(
+                operation,
+                late_ms,
+                "mutation held back: its fence is too old"
+            );
+            Err(CloudError::new(
+                ErrorKind::Transient,
+                operation,
+                "not sent: the lease was confirmed too long ago; fencing again",
+            ))
+        }
         _ => Ok(()),
     }
 }

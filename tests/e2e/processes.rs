@@ -8,13 +8,15 @@
 //! What the journal can prove, and what is asserted. Every mutation is attributed to the key
 //! whose lease fences it: its shop (by the ownership tags in its arguments, the shop's name in
 //! an artifact key or a command, or an id an earlier attributed mutation created) or, for the
-//! region's challenge listener, the region. A replica mutates a key only right after a fence
-//! that extended its claim to at least a lease time from then (the fence itself must answer
-//! within half of it), and another replica can claim the key only once that claim lapsed. So
-//! when the journal shows key K mutated by A and next by B, B's mutation was received at least
-//! half a lease time after A's, less the moment between A's fence and the server reading A's
-//! call. The test asserts a quarter: two replicas that worked on one shop at once would
-//! interleave their calls far closer than that. The same rule, read for the stopped replica,
+//! region's challenge listener, the region. A replica sends a mutation of a key only within
+//! half a lease time of a fence that extended its claim to a full lease time from when it
+//! asked (the controller's `FencedCloud` refuses later ones), and another replica can claim
+//! the key only once that claim lapsed. So when the journal shows key K mutated by A and next
+//! by B, B's mutation was received at least half a lease time after A's, less the moment
+//! between A's check and the server reading A's call. The test asserts a quarter: two
+//! replicas that worked on one shop at once would interleave their calls far closer than that
+//! (before `FencedCloud`, this test caught a stopped replica registering targets 270 ms after
+//! the replica that had taken its shop over). The same rule, read for the stopped replica,
 //! is the stale-lease check: after it continues, none of its mutations of a shop another
 //! replica mutated while it slept comes within a quarter lease of that replica's.
 //!
@@ -327,12 +329,13 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     }
     eprintln!(
         "processes: takeover after {takeover:?}; {} mutations journaled; {} of the stopped \
-         replica's shops taken over; the stopped replica logged {} lost leases and {} slow \
-         lease checks; the survivor {} lost leases",
+         replica's shops taken over; the stopped replica logged {} lost leases, {} slow lease \
+         checks and {} mutations held back past the fence deadline; the survivor {} lost leases",
         attributed.len(),
         taken_over.len(),
         stopped.logged("lease lost before a mutation"),
         stopped.logged("lease check outlived half the lease"),
+        stopped.logged("mutation held back: its fence is too old"),
         survivor.logged("lease lost before a mutation"),
     );
 }
