@@ -201,12 +201,14 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     );
 
     // Every call now takes a while, so the replica stopped next is likely in the middle of
-    // reconciles: they go on when it continues, and their next fence must fail.
-    let slow = FaultProfile {
-        latency: Duration::from_millis(150),
+    // reconciles: they go on when it continues, and their next fence must fail. Creating a
+    // target group takes longest: a plan cut there must not register its targets afterwards.
+    let slow = |millis| FaultProfile {
+        latency: Duration::from_millis(millis),
         ..FaultProfile::default()
     };
-    aws.set_default_faults(slow);
+    aws.set_default_faults(slow(150));
+    aws.set_faults("elasticloadbalancing:CreateTargetGroup", slow(1000));
 
     // Kill one: its unexpired claims are what the others must wait out and take over.
     let held_by_killed = claims_of(&pool, killed).await;
@@ -327,15 +329,28 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
             }
         }
     }
+    // A target group plan the stop cut after its create: the register that follows must be
+    // held back by the fence deadline, whatever the journal's timing says.
+    let cut_plans = journal
+        .mutations()
+        .into_iter()
+        .filter(|m| stopped.is(&m.replica) && m.method == "load_balancing:create_target_group")
+        .filter(|m| m.received < stop_time && m.answered > stop_time && m.succeeded())
+        .count();
+    let held_back = stopped.logged("mutation held back: its fence is too old");
+    assert!(
+        cut_plans == 0 || held_back > 0,
+        "{cut_plans} target group plans were cut by the stop, yet no mutation was held back"
+    );
     eprintln!(
         "processes: takeover after {takeover:?}; {} mutations journaled; {} of the stopped \
          replica's shops taken over; the stopped replica logged {} lost leases, {} slow lease \
-         checks and {} mutations held back past the fence deadline; the survivor {} lost leases",
+         checks and {held_back} mutations held back past the fence deadline ({cut_plans} plans \
+         cut by the stop); the survivor {} lost leases",
         attributed.len(),
         taken_over.len(),
         stopped.logged("lease lost before a mutation"),
         stopped.logged("lease check outlived half the lease"),
-        stopped.logged("mutation held back: its fence is too old"),
         survivor.logged("lease lost before a mutation"),
     );
 }
