@@ -395,7 +395,12 @@ impl Controller {
             .await?;
         let waited = asked.elapsed();
         if extended && waited >= lease_config.ttl / 2 {
-            tracing::warn!(shop = %lease.shop, epoch = lease.epoch, waited_ms = waited.as_millis(), "lease check outlived half the lease; changing nothing");
+            tracing::warn!(
+                shop = %lease.shop,
+                epoch = lease.epoch,
+                waited_ms = waited.as_millis(),
+                "lease check outlived half the lease; changing nothing"
+            );
             return Err(Blocked {
                 reason: "LeaseCheckSlow",
                 message: "the lease check took over half the lease time; nothing was changed"

@@ -132,3 +132,54 @@ by_reference!(
     RuleSpec,
     CertificateMaterial,
 );
+
+#[cfg(test)]
+mod tests {
+    use reconcilers::cloud::{ErrorKind, Quota};
+
+    use super::*;
+
+    fn round_trip(reply: &Reply<Vec<String>>) -> Result<Vec<String>, CloudError> {
+        let encoded = serde_json::to_string(reply).expect("encode");
+        let decoded: Reply<Vec<String>> = serde_json::from_str(&encoded).expect("decode");
+        decoded.into()
+    }
+
+    #[test]
+    fn answers_and_errors_cross_the_wire_unchanged() {
+        let arns = vec!["arn:1".to_owned()];
+        assert_eq!(round_trip(&Reply::Ok(arns.clone())), Ok(arns));
+
+        let quota = Quota::Other("rules per load balancer".to_owned());
+        let error = CloudError::new(
+            ErrorKind::QuotaExceeded(quota),
+            "elasticloadbalancing:CreateRule",
+            "TooManyRules: 100",
+        );
+        let first = round_trip(&Reply::Err(error.clone())).expect_err("an error");
+        let second = round_trip(&Reply::Err(error.clone())).expect_err("an error");
+        assert_eq!(first, error);
+        assert!(
+            std::ptr::eq(first.operation, second.operation),
+            "an operation name read twice is interned once"
+        );
+    }
+
+    #[test]
+    fn the_wire_shape_is_ok_or_err() {
+        let encoded = serde_json::to_value(Reply::<()>::Ok(())).expect("encode");
+        assert_eq!(encoded, serde_json::json!({ "ok": null }));
+        let error = CloudError::new(ErrorKind::NotFound, "acm:DescribeCertificate", "gone");
+        let encoded = serde_json::to_value(Reply::<()>::Err(error)).expect("encode");
+        assert_eq!(encoded["err"]["kind"], "NotFound");
+        assert_eq!(encoded["err"]["operation"], "acm:DescribeCertificate");
+    }
+
+    #[test]
+    fn arguments_are_lent_in_the_shape_the_trait_takes() {
+        let version = Some("v1".to_owned());
+        assert_eq!(<Option<&str> as Arg<'_>>::lend(&version), Some("v1"));
+        let ids = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(<&[String] as Arg<'_>>::lend(&ids), ["a", "b"]);
+    }
+}

@@ -202,3 +202,42 @@ macro_rules! server_dispatch {
 }
 
 cloud_calls!(server_dispatch);
+
+#[cfg(test)]
+mod tests {
+    use reconcilers::sim::SimConfig;
+    use serde_json::json;
+
+    use super::*;
+
+    fn call(method: &str, args: serde_json::Value) -> Call<serde_json::Value> {
+        Call {
+            region: "eu-west-1".to_owned(),
+            method: method.to_owned(),
+            args,
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_calls_and_bad_arguments_are_refused_and_writes_are_marked() {
+        let cloud = Arc::new(SimulatedAws::with_config(SimConfig::manual()));
+        let cloud: &dyn CloudProvider = &cloud;
+
+        let unknown = dispatch(cloud, call("load_balancing:delete_everything", json!(null))).await;
+        assert!(matches!(unknown, Err(BadCall::UnknownMethod(_))));
+        let bad = dispatch(cloud, call("fleet:running_instances", json!([1, 2]))).await;
+        assert!(matches!(bad, Err(BadCall::Arguments { .. })));
+
+        let read = dispatch(cloud, call("fleet:running_instances", json!(["shops-a"]))).await;
+        let read = read.expect("dispatched");
+        assert_eq!(read.reply, json!({ "ok": [] }));
+        assert!(!read.writes);
+        let write = dispatch(
+            cloud,
+            call("load_balancing:delete_listener", json!(["arn:x"])),
+        );
+        let write = write.await.expect("dispatched");
+        assert!(write.writes);
+        assert_eq!(write.reply["err"]["kind"], "NotFound", "{}", write.reply);
+    }
+}
