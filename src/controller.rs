@@ -331,6 +331,11 @@ impl Controller {
     }
 
     /// Claims the shop for this replica, or says how long another replica's claim runs.
+    ///
+    /// TODO(#6): a claim is renewed for as long as its holder reconciles the shop, so a replica
+    /// that starts after the others hold every shop gets none until one of them stops (the
+    /// multi-process test deals its roles by what each replica holds for this reason). Handing
+    /// back claims above a fair share is not built; failover, the point of #6, works without it.
     async fn claim(&self, shop: &str) -> Result<Claimed, StoreError> {
         let now = tokio::time::Instant::now();
         if let Ok(leases) = self.leases.lock()
