@@ -23,6 +23,7 @@ mod codedeploy;
 mod ec2;
 mod elbv2;
 mod error;
+mod remote_sim;
 mod retry;
 mod s3;
 mod ssm;
@@ -32,6 +33,7 @@ pub use codebuild::CodeBuildBuilds;
 pub use codedeploy::CodeDeployDeployments;
 pub use ec2::Ec2Client;
 pub use elbv2::ElbLoadBalancing;
+pub use remote_sim::{BadUrl, RemoteSim};
 pub use s3::S3Storage;
 pub use ssm::SsmRunCommand;
 

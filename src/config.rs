@@ -94,6 +94,14 @@ pub struct ServeArgs {
     /// Endpoint of an AWS emulator such as moto; real AWS when unset.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    /// A simulated AWS shared by `shop-controller dev --share-sim`, as `http://HOST:PORT`,
+    /// instead of AWS: for trying several replicas on one machine.
+    #[arg(
+        long,
+        env = "SHOP_CONTROLLER_SIMULATED_AWS_URL",
+        conflicts_with = "aws_endpoint_url"
+    )]
+    pub simulated_aws_url: Option<String>,
     /// Attempts per AWS call including the first (the SDK's standard retry mode).
     #[arg(long, env = "SHOP_CONTROLLER_AWS_MAX_ATTEMPTS", default_value_t = 3)]
     pub aws_max_attempts: u32,
@@ -155,6 +163,19 @@ pub struct DevArgs {
         default_value = ".shop-controller/dev.db"
     )]
     pub database: PathBuf,
+    /// A database to seed and use instead of the SQLite file, such as `postgres://...`, so
+    /// `serve` replicas can share it.
+    #[arg(
+        long,
+        env = "SHOP_CONTROLLER_DEV_DATABASE_URL",
+        hide_env_values = true,
+        conflicts_with = "database"
+    )]
+    pub database_url: Option<Secret>,
+    /// Also serve the simulated AWS on this address (loopback only), for `serve
+    /// --simulated-aws-url` replicas.
+    #[arg(long, env = "SHOP_CONTROLLER_DEV_SHARE_SIM")]
+    pub share_sim: Option<SocketAddr>,
     /// How often every resource is looked at again (short, so healing shows quickly).
     #[arg(long, env = "SHOP_CONTROLLER_RESYNC", default_value = "30s", value_parser = parse_duration)]
     pub resync: Duration,

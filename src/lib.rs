@@ -3,6 +3,7 @@
 
 pub mod acme;
 pub mod aws;
+mod cloud_calls;
 pub mod config;
 pub mod controller;
 pub mod dev;
@@ -14,5 +15,7 @@ pub mod metrics;
 pub mod nginx;
 pub mod runtime;
 pub mod server;
+pub mod sim_protocol;
+pub mod sim_server;
 pub mod store;
 pub mod telemetry;

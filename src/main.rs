@@ -9,13 +9,13 @@ use reconcilers::cloud::Domains;
 use reconcilers::sim::SimulatedAws;
 use reconcilers::sim::{SimAcme, SimAcmeConfig};
 use shop_controller::acme::{AcmeConfig, LazyAcme, responder};
-use shop_controller::aws::{AwsCloud, AwsOptions};
+use shop_controller::aws::{AwsCloud, AwsOptions, RemoteSim};
 use shop_controller::config::AcmeArgs;
-use shop_controller::config::{Cli, Command, MetricsArgs};
+use shop_controller::config::{Cli, Command, MetricsArgs, ServeArgs};
 use shop_controller::controller::{CertificateSettings, Controller, ControllerConfig};
 use shop_controller::domains::DnsDomains;
 use shop_controller::grpc::Auth;
-use shop_controller::{dev, metrics, server, store, telemetry};
+use shop_controller::{dev, metrics, server, sim_server, store, telemetry};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -33,19 +33,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let auth = server::load_auth(&args.auth)?;
             let tls = server::load_tls(&args.tls)?;
             let store = store::open(args.database.database_url.expose()).await?;
-            let options = AwsOptions {
-                endpoint_url: args.aws_endpoint_url.clone(),
-                max_attempts: args.aws_max_attempts,
-                rate_limit_overrides: args.aws_rate_limits.clone(),
-            };
-            let cloud: Arc<dyn CloudProvider> = Arc::new(AwsCloud::load(options).await);
-            let listener = TcpListener::bind(args.listen)
-                .await
-                .with_context(|| format!("listen on {}", args.listen))?;
             let mut config =
                 ControllerConfig::new(&args.reconcile.installation, args.reconcile.resync);
             config.lease.ttl = args.reconcile.lease_ttl;
             config.patch_tick = args.reconcile.patch_tick;
+            let cloud = serve_cloud(&args, &config.lease.holder).await?;
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listen on {}", args.listen))?;
             let domains: Arc<dyn Domains> =
                 Arc::new(DnsDomains::new(&args.domains).context("set up domain checks")?);
             // PlanShop runs the loops' observe and diff, so a server without loops plans too.
@@ -86,8 +81,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("create {}", dir.display()))?;
             }
-            let store = store::open(&format!("sqlite:{}", args.database.display())).await?;
+            let store = match &args.database_url {
+                Some(url) => store::open(url.expose()).await?,
+                None => store::open(&format!("sqlite:{}", args.database.display())).await?,
+            };
             let aws = Arc::new(SimulatedAws::new());
+            if let Some(address) = args.share_sim {
+                share_sim(address, aws.clone()).await?;
+            }
             let nginx_dir = std::env::current_dir()?
                 .join(dev_dir(&args.database))
                 .join("nginx");
@@ -124,6 +125,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
     }
+    Ok(())
+}
+
+/// AWS through the SDK adapters, or the simulated AWS another process shares.
+async fn serve_cloud(args: &ServeArgs, replica: &str) -> anyhow::Result<Arc<dyn CloudProvider>> {
+    if let Some(url) = &args.simulated_aws_url {
+        tracing::info!(url, replica, "using a shared simulated aws");
+        return Ok(Arc::new(RemoteSim::new(url, replica)?));
+    }
+    let options = AwsOptions {
+        endpoint_url: args.aws_endpoint_url.clone(),
+        max_attempts: args.aws_max_attempts,
+        rate_limit_overrides: args.aws_rate_limits.clone(),
+    };
+    Ok(Arc::new(AwsCloud::load(options).await))
+}
+
+/// Serves the dev account to `serve --simulated-aws-url` replicas, until the server stops.
+async fn share_sim(address: std::net::SocketAddr, aws: Arc<SimulatedAws>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        address.ip().is_loopback(),
+        "--share-sim serves without authentication: give a loopback address, not {address}"
+    );
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listen on {address} for the shared simulated aws"))?;
+    let served = sim_server::serve(listener, aws, None, server::shutdown_signal());
+    tokio::spawn(served);
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
+
 mod acme;
 mod builds;
 mod certificates;
@@ -32,7 +34,7 @@ pub use run_command::{CommandRequest, CommandTarget, Invocation, InvocationStatu
 pub use storage::{ObjectHead, ObjectStorage};
 
 /// Which AWS quota a `QuotaExceeded` error hit, when known.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Quota {
     ListenersPerLoadBalancer,
     TargetGroups,
@@ -44,7 +46,7 @@ pub enum Quota {
 
 /// The bounded classification of a cloud error. Callers decide on the kind: not found and
 /// already exists often mean done; throttled, quota exceeded and transient mean wait.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {
     NotFound,
     AlreadyExists,
@@ -71,7 +73,7 @@ impl ErrorKind {
 }
 
 /// An error from a cloud call: what we tried, the bounded kind and the provider's words.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
 #[error("{operation}: {kind_label}: {message}", kind_label = kind.as_str())]
 pub struct CloudError {
     pub kind: ErrorKind,
@@ -94,15 +96,53 @@ impl CloudError {
     }
 }
 
+impl<'de> Deserialize<'de> for CloudError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WireError::deserialize(deserializer).map(Self::from)
+    }
+}
+
+/// A [`CloudError`] as read back from the wire (the remote simulated AWS).
+#[derive(Deserialize)]
+struct WireError {
+    kind: ErrorKind,
+    operation: String,
+    message: String,
+}
+
+/// Operation names are interned, because an error names its operation as `&'static str`.
+/// Operations are a small fixed set, so the strings leaked here are bounded.
+impl From<WireError> for CloudError {
+    fn from(wire: WireError) -> Self {
+        static INTERNED: Mutex<BTreeMap<String, &'static str>> = Mutex::new(BTreeMap::new());
+        let mut interned = INTERNED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let operation = match interned.get(&wire.operation) {
+            Some(known) => *known,
+            None => {
+                let leaked: &'static str = Box::leak(wire.operation.clone().into_boxed_str());
+                interned.insert(wire.operation, leaked);
+                leaked
+            }
+        };
+        Self {
+            kind: wire.kind,
+            operation,
+            message: wire.message,
+        }
+    }
+}
+
 /// One page of a listing and the token of the next, if any.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_token: Option<String>,
 }
 
 /// A resource tag.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Tag {
     pub key: String,
     pub value: String,

@@ -107,15 +107,15 @@ impl Controller {
             .partition(|c| c.enabled && c.acme_responder_target_group_arn.is_some());
         for config in unwanted {
             let span = tracing::info_span!("challenge_listener", region = config.region.as_str());
-            self.remove_challenge_listener(config)
-                .instrument(span)
-                .await;
+            let removed = super::fenced::scope(self.remove_challenge_listener(config));
+            removed.instrument(span).await;
         }
         let mut states = BTreeMap::new();
         for config in wanted {
             let region = config.region.as_str();
             let span = tracing::info_span!("challenge_listener", region);
-            let state = self.challenge_listener(config).instrument(span).await;
+            let reconciled = super::fenced::scope(self.challenge_listener(config));
+            let state = reconciled.instrument(span).await;
             states.insert(region.to_owned(), state);
         }
         if let Ok(mut held) = self.challenge_listeners.lock() {

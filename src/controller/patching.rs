@@ -87,7 +87,8 @@ impl Controller {
                         let controller = self.clone();
                         let busy = busy.clone();
                         tasks.spawn(async move {
-                            if let Err(blocked) = controller.patch_fleet(&status).await {
+                            let run = super::fenced::scope(controller.patch_fleet(&status));
+                            if let Err(blocked) = run.await {
                                 tracing::warn!(
                                     fleet = %fleet,
                                     reason = blocked.reason,

@@ -1,5 +1,6 @@
-//! Contract suites: one per cloud trait, each case run against the simulated AWS and against
-//! moto through the real SDK adapters. Where moto falls short of AWS, the backend's [`Gaps`]
+//! Contract suites: one per cloud trait, each case run against the simulated AWS, against the
+//! same simulation through the remote sim protocol, and against moto through the real SDK
+//! adapters. Where moto falls short of AWS, the backend's [`Gaps`]
 //! says so with the reason, and the simulated AWS keeps the behaviour pinned.
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ mod deployments;
 mod fleet;
 mod load_balancing;
 pub(crate) mod moto;
+mod remote_sim;
 mod sim;
 
 /// Where moto differs from AWS (moto 5.2, pinned in tests/requirements.txt).
@@ -127,6 +129,15 @@ macro_rules! contracts {
                 #[tokio::test]
                 async fn $case() {
                     super::$module::$case(super::sim::backend().await).await;
+                }
+            )*
+        }
+
+        mod against_remote_sim {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$module::$case(super::remote_sim::backend().await).await;
                 }
             )*
         }

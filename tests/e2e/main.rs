@@ -24,6 +24,7 @@ mod moto_s3;
 mod ops;
 mod patching;
 mod pebble;
+mod processes;
 mod replicas;
 mod shopctl;
 mod store;

@@ -1,13 +1,14 @@
 //! Builds: CodeBuild turns a source zip at an exact version into a deployable artifact.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::{CloudError, Page};
 
 /// What to build. The caller records this intent before calling [`Builds::start_build`], so a
 /// crash between the call and recording the id can be recovered by
 /// [`Builds::list_build_ids`] and matching `source_version`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildRequest {
     pub project: String,
     pub source_bucket: String,
@@ -24,7 +25,7 @@ pub struct BuildRequest {
 }
 
 /// Where a build is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BuildStatus {
     InProgress,
     Succeeded,
@@ -41,7 +42,7 @@ impl BuildStatus {
 }
 
 /// One build as CodeBuild reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
     pub id: String,
     pub project: String,

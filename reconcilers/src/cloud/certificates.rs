@@ -1,11 +1,12 @@
 //! Certificates: ACM holds the custom-domain certificates the proxy ALB serves.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::{CloudError, Tag};
 
 /// PEM material of one certificate.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateMaterial {
     pub certificate_pem: String,
     pub private_key_pem: String,
@@ -20,7 +21,7 @@ impl std::fmt::Debug for CertificateMaterial {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateSummary {
     pub arn: String,
     pub domain: String,

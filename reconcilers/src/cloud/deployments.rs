@@ -2,11 +2,12 @@
 //! one deployment at a time; a second create fails with a concurrent-deployments quota error.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::{CloudError, Page};
 
 /// An artifact zip in S3, as CodeDeploy names a revision.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Revision {
     pub bucket: String,
     pub key: String,
@@ -14,7 +15,7 @@ pub struct Revision {
     pub version: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentRequest {
     pub application: String,
     pub deployment_group: String,
@@ -23,7 +24,7 @@ pub struct DeploymentRequest {
 }
 
 /// Where a deployment is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DeploymentStatus {
     Created,
     Queued,
@@ -49,7 +50,7 @@ impl DeploymentStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
     pub application: String,

@@ -1,10 +1,11 @@
 //! The fleet: which EC2 instances of a `Name` tag are running.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::CloudError;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub private_ip: Option<String>,

@@ -3,10 +3,11 @@
 //! load balancer, batches of ARNs) so a resync costs a few calls, not a few per shop.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::{CloudError, Tag};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadBalancer {
     pub arn: String,
     pub dns_name: String,
@@ -16,7 +17,7 @@ pub struct LoadBalancer {
 }
 
 /// Health check settings of a target group.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
     pub protocol: String,
     pub interval_seconds: u32,
@@ -35,7 +36,7 @@ impl Default for HealthCheck {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetGroupSpec {
     /// At most 32 letters, digits and hyphens, unique per region.
     pub name: String,
@@ -45,7 +46,7 @@ pub struct TargetGroupSpec {
     pub tags: Vec<Tag>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetGroup {
     pub arn: String,
     pub name: String,
@@ -56,20 +57,20 @@ pub struct TargetGroup {
     pub load_balancer_arns: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Target {
     pub id: String,
     pub port: u16,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetHealth {
     pub target: Target,
     /// `initial`, `healthy`, `unhealthy`, `unused`, `draining` or `unavailable`.
     pub state: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerSpec {
     pub load_balancer_arn: String,
     pub port: u16,
@@ -79,7 +80,7 @@ pub struct ListenerSpec {
     pub tags: Vec<Tag>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     pub arn: String,
     pub load_balancer_arn: String,
@@ -93,7 +94,7 @@ pub struct Listener {
 
 /// What a listener's default rule or one of its rules does with a request, as far as the
 /// controller cares to tell actions apart.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListenerAction {
     /// Forward to one target group.
     Forward { target_group_arn: String },
@@ -106,7 +107,7 @@ pub enum ListenerAction {
 }
 
 /// An HTTP listener of an application load balancer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpListenerSpec {
     pub load_balancer_arn: String,
     pub port: u16,
@@ -115,7 +116,7 @@ pub struct HttpListenerSpec {
 }
 
 /// A rule of an application load balancer's listener, as DescribeRules shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerRule {
     pub arn: String,
     /// 1 to 50000, lowest first; `None` for the default rule, which runs when no other
@@ -136,7 +137,7 @@ impl ListenerRule {
 
 /// A rule to create on a listener: requests whose path matches one of `path_patterns` get
 /// `action`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSpec {
     pub listener_arn: String,
     /// 1 to 50000, unique per listener.

@@ -1,11 +1,12 @@
 //! Run Command: shell commands on instances through SSM, with per-instance results.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use super::CloudError;
 
 /// Which instances a command runs on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandTarget {
     Instances(Vec<String>),
     /// Every instance carrying tag `key` = `value`.
@@ -17,7 +18,7 @@ pub enum CommandTarget {
 
 /// A shell script for `AWS-RunShellScript`. Customer-derived values must reach it only as
 /// validated types, quoted by one function (see the reconcilers' command builder).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandRequest {
     pub target: CommandTarget,
     pub commands: Vec<String>,
@@ -26,7 +27,7 @@ pub struct CommandRequest {
 }
 
 /// The state of a command on one instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InvocationStatus {
     Pending,
     InProgress,
@@ -45,7 +46,7 @@ impl InvocationStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Invocation {
     pub command_id: String,
     pub instance_id: String,

@@ -2,11 +2,12 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 use super::CloudError;
 
 /// Metadata of one object version.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectHead {
     pub size: u64,
     /// `null` for objects written while the bucket was unversioned.

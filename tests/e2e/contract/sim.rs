@@ -9,6 +9,11 @@ use super::{Backend, Gaps};
 use crate::support::unique;
 
 pub(super) async fn backend() -> Backend {
+    backend_and_account().await.0
+}
+
+/// The backend and the simulated account behind it.
+pub(super) async fn backend_and_account() -> (Backend, Arc<SimulatedAws>) {
     let config = SimConfig::manual();
     let (region, account, vpc_id) = (
         config.region.clone(),
@@ -34,7 +39,7 @@ pub(super) async fn backend() -> Backend {
     );
 
     let clock = aws.clone();
-    Backend {
+    let backend = Backend {
         region,
         account,
         object_storage: aws.clone(),
@@ -61,5 +66,6 @@ pub(super) async fn backend() -> Backend {
             let clock = clock.clone();
             Box::pin(async move { clock.advance(Duration::from_secs(120)) })
         }),
-    }
+    };
+    (backend, aws)
 }
