@@ -330,7 +330,10 @@ mod tests {
 
         let spiked = latencies.iter().filter(|l| **l == profile.spike_latency);
         let spiked = spiked.count();
-        assert!((140..260).contains(&spiked), "{spiked} spikes in 2000 calls");
+        assert!(
+            (140..260).contains(&spiked),
+            "{spiked} spikes in 2000 calls"
+        );
         let usual = latencies.iter().filter(|l| **l == profile.latency).count();
         assert_eq!(usual + spiked, latencies.len());
     }
