@@ -111,8 +111,8 @@ async fn shops_survive_a_storm_of_throttling_errors_lost_responses_and_latency_s
     };
     running.aws.set_default_faults(faults);
     let started = tokio::time::Instant::now();
-    // The changes are spread over the storm: new versions a third in, then restarts, then
-    // deletions of the last shops.
+    // The changes are spread over the storm: new versions a quarter in, restarts at half
+    // time, deletions of the last shops at three quarters.
     let step = storm.length / 4;
     tokio::time::sleep(step).await;
     ledger
@@ -252,7 +252,15 @@ async fn shops_beyond_the_target_group_quota_wait_without_a_hot_loop_and_take_fr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_failing_its_reload_is_named_retried_with_backoff_and_healed() {
-    let running = start_with(scaled_sim(), test_config(RESYNC)).await;
+    // Production's retries (from 1 s, doubling), capped at 8 s instead of 5 min so that the
+    // heal is seen soon after the proxy recovers.
+    let mut config = test_config(RESYNC);
+    config.loops.retry = Backoff {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(8),
+        jitter: 0.2,
+    };
+    let running = start_with(scaled_sim(), config).await;
     let (aws, store) = (&running.aws, running.store.store.as_ref());
     let mut client = running.server.shops().await;
     let mut ledger = Ledger::default();
