@@ -456,10 +456,12 @@ async fn shops_converge_and_nothing_is_lost_when_postgres_restarts_mid_run() {
         .await;
         let not_ready = count_not_ready(store, &ledger.remaining()).await;
         eprintln!("restart {restart}: {not_ready} shops not ready when PostgreSQL stops");
-        cluster.stop();
+        // pg_ctl blocks until the server is down (or up): off the runtime's worker, so the
+        // controller's tasks keep running meanwhile.
+        tokio::task::block_in_place(|| cluster.stop());
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!running.loops.is_finished(), "the controller ended");
-        cluster.resume();
+        tokio::task::block_in_place(|| cluster.resume());
         let changed = &shops[restart * 2..restart * 2 + 2];
         ledger.deploy(&running, &mut client, changed).await;
     }
