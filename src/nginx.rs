@@ -311,31 +311,32 @@ impl NginxDir {
     }
 
     /// Quarantines the candidate, unless the live configuration fails without it too: then
-    /// the candidate is not to blame (another file broke the directory) and is dropped instead.
+    /// the candidate is not to blame (another file broke the directory) and its quarantined
+    /// copy is dropped. The candidate moves aside before the live check, so that the check
+    /// sees the directory as the proxies will: an include pattern of theirs that matches the
+    /// candidate's name (`*.conf*`) would otherwise fail it and blame the fleet.
     async fn reject(
         &self,
         file_name: &ConfigFileName,
         candidate: &Path,
         message: String,
     ) -> Result<Installed> {
-        match self.run_check(Includes::Live).await {
-            Ok(Verdict::Accepted { .. }) => {}
-            Ok(Verdict::Rejected { message }) => {
-                self.discard_candidate(file_name, candidate).await;
-                return Err(self.config_rejected(message));
-            }
-            Err(error) => {
-                self.discard_candidate(file_name, candidate).await;
-                return Err(error);
-            }
-        }
-
         self.quarantine(file_name, candidate, &message)
             .await
             .map_err(|source| NginxError::Quarantine {
                 file_name: file_name.to_string(),
                 source,
             })?;
+        let not_to_blame = match self.run_check(Includes::Live).await {
+            Ok(Verdict::Accepted { .. }) => None,
+            Ok(Verdict::Rejected { message }) => Some(self.config_rejected(message)),
+            Err(error) => Some(error),
+        };
+        if let Some(error) = not_to_blame {
+            self.clear_quarantine(file_name).await;
+            return Err(error);
+        }
+
         warn!(file = %file_name, message = %message, "quarantined nginx config");
         Err(NginxError::CheckCandidate {
             file_name: file_name.to_string(),

@@ -168,7 +168,56 @@ async fn broken_neighbour_does_not_get_a_good_candidate_quarantined() {
         nginx.quarantined(&name).await.expect("read quarantine"),
         None
     );
-    assert_eq!(dir_entries(temp.path()), ["other.es-hs.com.conf"]);
+    assert_eq!(
+        dir_entries(temp.path()),
+        ["other.es-hs.com.conf", "quarantine"]
+    );
+    assert_eq!(
+        dir_entries(&temp.path().join("quarantine")),
+        Vec::<String>::new()
+    );
+}
+
+/// An operator's include pattern that also matches candidates (`<shop>.conf*`) fails every
+/// check made while the candidate sits in the directory: the live check runs once it moved
+/// aside, so the candidate is quarantined instead of the fleet being blamed.
+#[tokio::test]
+async fn a_candidate_an_operator_pattern_pulls_in_is_quarantined_not_blamed_on_the_fleet() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let Some(nginx) = nginx_dir(temp.path()) else {
+        return;
+    };
+    let name = file_name("example.es-hs.com");
+    let good = shop_file(name.shop(), None, 1);
+    nginx
+        .install(&name, &good)
+        .await
+        .expect("install good file");
+    let pattern = temp.path().join("example.es-hs.com.conf.cand*");
+    let operator = format!(
+        "server {{\n    listen {TEST_LISTEN_PORT};\n    server_name operator.invalid;\n    include {};\n}}\n",
+        pattern.display()
+    );
+    std::fs::write(temp.path().join("operator_includes.conf"), operator)
+        .expect("write operator file");
+
+    let next = shop_file(name.shop(), None, 2);
+    let error = nginx
+        .install(&name, &next)
+        .await
+        .expect_err("nginx rejects");
+
+    let NginxError::CheckCandidate { message, .. } = &error else {
+        panic!("expected a rejected candidate, got {error:?}");
+    };
+    assert!(
+        message.contains("\"server\" directive is not allowed here"),
+        "{message}"
+    );
+    assert_eq!(nginx.read(&name).await.expect("read"), Some(good));
+    let quarantined = nginx.quarantined(&name).await.expect("read quarantine");
+    assert_eq!(quarantined.map(|q| q.text), Some(next));
+    nginx.check().await.expect("live config still passes");
 }
 
 #[tokio::test]

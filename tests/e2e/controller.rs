@@ -98,7 +98,16 @@ pub(crate) async fn start_with_certificates(
     config: ControllerConfig,
     certificates: impl FnOnce(Arc<dyn Store>) -> Option<CertificateSettings>,
 ) -> Running {
-    let store = sqlite_store().await;
+    start_on(sqlite_store().await, sim, config, certificates).await
+}
+
+/// Like [`start_with_certificates`], over `store` (SQLite or PostgreSQL), which it seeds.
+pub(crate) async fn start_on(
+    store: TestStore,
+    sim: SimConfig,
+    config: ControllerConfig,
+    certificates: impl FnOnce(Arc<dyn Store>) -> Option<CertificateSettings>,
+) -> Running {
     let aws = Arc::new(SimulatedAws::with_config(sim));
     let nginx_dir = store.dir.path().join("nginx");
     std::fs::create_dir_all(&nginx_dir).expect("nginx dir");

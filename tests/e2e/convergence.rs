@@ -433,16 +433,16 @@ async fn a_full_instance_group_is_shown_and_takes_the_next_shop_once_one_leaves(
 }
 
 /// What happened during three quiet seconds.
-struct Window {
+pub(crate) struct Window {
     /// Calls of the operation.
-    calls: u64,
+    pub(crate) calls: u64,
     /// Status changes of the shop the store announced.
-    status_writes: usize,
+    pub(crate) status_writes: usize,
 }
 
 /// Watches `operation` and the shop's status for three seconds: a measurement window, so a
 /// fixed time by nature.
-async fn quiet_window(running: &Running, shop: &str, operation: &str) -> Window {
+pub(crate) async fn quiet_window(running: &Running, shop: &str, operation: &str) -> Window {
     let mut changes = running.store.store.subscribe();
     let before = running.aws.call_count(operation);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -18,6 +18,7 @@ mod controller;
 mod convergence;
 mod crash;
 mod domains;
+mod failures;
 mod metrics;
 mod moto_controller;
 mod moto_s3;

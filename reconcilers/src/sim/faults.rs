@@ -22,6 +22,23 @@ pub struct FaultProfile {
     pub lost_response: f64,
     /// Real time each call takes before it takes effect.
     pub latency: Duration,
+    /// The chance that a call takes `spike_latency` instead of `latency`: the slow tail real
+    /// APIs have, which holds a reconcile far longer than the usual call.
+    pub spike: f64,
+    /// Real time a call hit by a spike takes before it takes effect.
+    pub spike_latency: Duration,
+}
+
+impl FaultProfile {
+    /// The latency of one admitted call. Rolls only when spikes are on, so profiles without
+    /// them draw as many numbers as before and seeded runs replay as they did.
+    fn latency_of_next(&self, rng: &mut Rng) -> Duration {
+        if self.spike > 0.0 && rng.chance(self.spike) {
+            self.spike_latency
+        } else {
+            self.latency
+        }
+    }
 }
 
 pub(crate) struct Faults {
@@ -102,7 +119,7 @@ impl Faults {
             ));
         }
         Ok(Admitted {
-            latency: profile.latency,
+            latency: profile.latency_of_next(rng),
             paced,
         })
     }
@@ -340,5 +357,44 @@ mod tests {
         aws.list_target_groups().await.expect("slow but fine");
 
         assert!(started.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn latency_spikes_hit_about_their_share_of_calls() {
+        let profile = FaultProfile {
+            latency: Duration::from_millis(1),
+            spike: 0.1,
+            spike_latency: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let mut rng = Rng::new(7);
+        let latencies: Vec<Duration> = (0..2_000)
+            .map(|_| profile.latency_of_next(&mut rng))
+            .collect();
+
+        let spiked = latencies.iter().filter(|l| **l == profile.spike_latency);
+        let spiked = spiked.count();
+        assert!(
+            (140..260).contains(&spiked),
+            "{spiked} spikes in 2000 calls"
+        );
+        let usual = latencies.iter().filter(|l| **l == profile.latency).count();
+        assert_eq!(usual + spiked, latencies.len());
+    }
+
+    #[test]
+    fn a_profile_without_spikes_draws_nothing_for_latency() {
+        let mut rolled = Rng::new(7);
+        let mut untouched = Rng::new(7);
+        let profile = FaultProfile {
+            latency: Duration::from_millis(5),
+            ..Default::default()
+        };
+
+        for _ in 0..10 {
+            assert_eq!(profile.latency_of_next(&mut rolled), profile.latency);
+        }
+
+        assert_eq!(rolled.hex(16), untouched.hex(16));
     }
 }

@@ -1,22 +1,23 @@
-//! The fixture the convergence and crash tests share: the simulated account and controller
-//! settings, deploying through the API, waiting, and the checks of what AWS, the store and the
-//! nginx directory hold.
+//! The fixture the convergence, crash and failure tests share: the simulated account and
+//! controller settings, deploying through the API, waiting, and the checks of what AWS, the
+//! store and the nginx directory hold, gathered in [`assert_invariant`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use reconcilers::cloud::{Builds, Deployment, Deployments, Fleet, LoadBalancing, Owner, Target};
 use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws, TaggedResource};
-use reconcilers::status::ResourceKind;
+use reconcilers::status::{ResourceKind, SyncState};
 use shop_controller::controller::ControllerConfig;
 use shop_controller::grpc::proto::{
-    ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, Shop,
+    ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, RestartShopRequest, Shop,
 };
+use shop_controller::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir};
 use shop_controller::runtime::Backoff;
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::controller::Running;
+use crate::controller::{Running, synced};
 use crate::support::{ShopClient, deploy_request};
 
 /// The installation id of the controllers these tests start.
@@ -379,4 +380,199 @@ pub(crate) async fn delete_and_wait(client: &mut ShopClient, shop: &str) {
     client.delete_shop(request).await.expect("delete");
     let what = format!("{shop} to be removed");
     eventually(&what, LONG_WAIT, async || is_gone(client, shop).await).await;
+}
+
+/// What the API accepted for one shop: the spec the store must still hold at the end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Written {
+    generation: i64,
+    restart_generation: i64,
+    source_version: String,
+}
+
+/// Every spec write a test made through the API, by shop, so that the end state can be held
+/// against it: no spec lost, no generation skipped back.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    written: BTreeMap<String, Written>,
+    deleted: BTreeSet<String>,
+}
+
+impl Ledger {
+    /// Uploads a new version of each shop's source and deploys it, retrying while the write
+    /// path finds S3 throttled or failing (it resolves the version there); returns the versions.
+    pub(crate) async fn deploy(
+        &mut self,
+        running: &Running,
+        client: &mut ShopClient,
+        shops: &[String],
+    ) -> Vec<String> {
+        let mut versions = Vec::new();
+        for shop in shops {
+            let zip = shop_controller::dev::sample_shop_zip();
+            let version = running
+                .aws
+                .put_object("shop-sources", &format!("{shop}.zip"), zip);
+            let deployed = retried(&format!("deploy {shop}"), async || {
+                client.deploy_shop(deploy_request(shop)).await
+            })
+            .await;
+            assert_eq!(deployed.resolved_source_version, version, "{shop}");
+            let restart_generation = self.written.get(shop).map_or(0, |w| w.restart_generation);
+            let written = Written {
+                generation: deployed.generation,
+                restart_generation,
+                source_version: version.clone(),
+            };
+            self.record(shop, written);
+            versions.push(version);
+        }
+        versions
+    }
+
+    /// Asks for a restart of the shop on every instance of its group.
+    pub(crate) async fn restart(&mut self, client: &mut ShopClient, shop: &str) {
+        let request = RestartShopRequest {
+            shop_domain: shop.to_owned(),
+            region: shop_controller::dev::DEV_REGION.to_owned(),
+        };
+        let restarted = retried(&format!("restart {shop}"), async || {
+            client.restart_shop(request.clone()).await
+        })
+        .await;
+        let mut written = self.written.get(shop).cloned().expect("a deployed shop");
+        written.generation = restarted.generation;
+        written.restart_generation = restarted.restart_generation;
+        self.record(shop, written);
+    }
+
+    /// Asks for the shop's deletion; it is expected gone at the end.
+    pub(crate) async fn delete(&mut self, client: &mut ShopClient, shop: &str) {
+        let request = DeleteShopRequest {
+            shop_domain: shop.to_owned(),
+        };
+        retried(&format!("delete {shop}"), async || {
+            client.delete_shop(request.clone()).await
+        })
+        .await;
+        self.written.remove(shop);
+        self.deleted.insert(shop.to_owned());
+    }
+
+    /// The shops that should exist at the end, sorted.
+    pub(crate) fn remaining(&self) -> Vec<String> {
+        self.written.keys().cloned().collect()
+    }
+
+    /// The shops whose deletion was asked for.
+    pub(crate) fn deleted(&self) -> Vec<String> {
+        self.deleted.iter().cloned().collect()
+    }
+
+    /// A write never moves a generation back: a lower one means the store lost a write.
+    fn record(&mut self, shop: &str, written: Written) {
+        if let Some(before) = self.written.get(shop) {
+            assert!(
+                written.generation >= before.generation,
+                "{shop}: generation {} after {}",
+                written.generation,
+                before.generation
+            );
+        }
+        self.written.insert(shop.to_owned(), written);
+    }
+}
+
+/// Sends a request until the server takes it, retrying while it answers `Unavailable` (what
+/// the write path says when AWS throttles or fails the look-up it needs).
+async fn retried<T>(
+    what: &str,
+    mut send: impl AsyncFnMut() -> Result<tonic::Response<T>, tonic::Status>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match send().await {
+            Ok(response) => return response.into_inner(),
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(started.elapsed() < LONG_WAIT, "{what}: still {status}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{what}: {status}"),
+        }
+    }
+}
+
+/// The invariant after every failure scenario: every spec the ledger holds is in the store
+/// with its generation, restart generation and source version; every resource of those shops
+/// is synced for that generation and the shop is Ready; the deleted shops are gone; every
+/// object tagged with the installation is wanted by exactly one shop and every wanted object
+/// exists once; the nginx directory holds exactly the shops' files, each of which nginx loads.
+pub(crate) async fn assert_invariant(
+    running: &Running,
+    client: &mut ShopClient,
+    ledger: &Ledger,
+    context: &str,
+) {
+    let store = running.store.store.as_ref();
+    let remaining = ledger.remaining();
+    for (shop, written) in &ledger.written {
+        let view = store.get_shop(shop).await.expect("read");
+        let view = view.unwrap_or_else(|| panic!("{context}: the spec of {shop} was lost"));
+        let record = &view.record;
+        let stored = Written {
+            generation: record.generation,
+            restart_generation: record.restart_generation,
+            source_version: record.spec.source_version.to_string(),
+        };
+        assert_eq!(&stored, written, "{context}: the stored spec of {shop}");
+        assert!(!record.is_deleting(), "{context}: {shop} is being deleted");
+        for kind in ALWAYS_SYNCED {
+            assert!(synced(&view, kind), "{context}: {shop} {kind}: {view:?}");
+        }
+        for resource in &view.resources {
+            assert_eq!(
+                (resource.sync, resource.observed_generation),
+                (SyncState::Synced, record.generation),
+                "{context}: {shop}: {resource:?}"
+            );
+        }
+        assert!(view.ready, "{context}: {shop} is not ready");
+        assert_ready(&get_shop(client, shop).await.expect("get shop"));
+    }
+    for shop in &ledger.deleted {
+        assert!(
+            is_gone(client, shop).await,
+            "{context}: {shop} is still there"
+        );
+    }
+
+    assert_owned_exactly(&running.aws, &remaining, context).await;
+    assert_wired(running, client, &remaining).await;
+    let mut wanted: Vec<String> = remaining.iter().map(|s| format!("{s}.conf")).collect();
+    wanted.sort();
+    let files: Vec<String> = nginx_files(&running.nginx_dir)
+        .into_iter()
+        .filter(|name| !running.nginx_dir.join(name).is_dir())
+        .collect();
+    assert_eq!(files, wanted, "{context}: the nginx directory");
+    assert_nginx_accepts(&running.nginx_dir, context).await;
+}
+
+/// The kinds every live shop without a custom domain converges.
+const ALWAYS_SYNCED: [ResourceKind; 5] = [
+    ResourceKind::Artifact,
+    ResourceKind::Deployment,
+    ResourceKind::TargetGroup,
+    ResourceKind::Listener,
+    ResourceKind::NginxConfig,
+];
+
+/// The real `nginx -t` loads the directory's live files as the proxies would.
+pub(crate) async fn assert_nginx_accepts(dir: &std::path::Path, context: &str) {
+    let binary = ControllerConfig::new(INSTALLATION, Duration::from_secs(1)).nginx_binary;
+    let nginx = NginxDir::new(dir, binary, DEFAULT_MAIN_CONFIG_TEMPLATE);
+    let nginx = nginx.expect("nginx dir");
+    if let Err(error) = nginx.check().await {
+        panic!("{context}: nginx rejects the live directory: {error}");
+    }
 }
