@@ -2,6 +2,11 @@
 //! [`super::Timings::build`]; on success it copies the source version to the artifact location
 //! in the simulated S3. It fails in DOWNLOAD_SOURCE when the source version is missing, in
 //! UPLOAD_ARTIFACTS when the artifact bucket is, and wherever a test told it to.
+//!
+//! As in CodeBuild (a project without a concurrent build limit of its own), builds beyond the
+//! account's concurrent builds wait in phase QUEUED and start, oldest first, as running ones
+//! finish; the queue holds five times the concurrent builds, and a build beyond that is
+//! refused with `AccountLimitExceededException`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
@@ -27,6 +32,9 @@ const PHASES: [&str; 11] = [
     "COMPLETED",
 ];
 
+/// CodeBuild's queue holds this many times the concurrent builds.
+const QUEUE_FACTOR: usize = 5;
+
 /// How long CodeBuild remembers an idempotency token.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
@@ -34,7 +42,8 @@ struct SimBuild {
     build: Build,
     request: BuildRequest,
     sequence: u64,
-    started: Duration,
+    /// When it left the queue and began to run; `None` while it is queued.
+    started: Option<Duration>,
     /// The phase the build is going to fail in, if it is.
     fails_in: Option<&'static str>,
 }
@@ -61,10 +70,31 @@ pub(crate) fn settle(state: &mut State) {
         .builds
         .builds
         .iter()
-        .filter(|(_, b)| b.build.status == BuildStatus::InProgress)
+        .filter(|(_, b)| b.is_running())
         .map(|(id, _)| id.clone())
         .collect();
     for id in running {
+        advance_build(state, &id, now, duration);
+    }
+    // Slots freed: the oldest queued builds start now (settling runs on every call, so "now"
+    // is at most one call after the slot freed).
+    let free = state
+        .config
+        .quotas
+        .concurrent_builds
+        .saturating_sub(state.builds.active());
+    let mut queued: Vec<(u64, String)> = state
+        .builds
+        .builds
+        .iter()
+        .filter(|(_, b)| b.is_queued())
+        .map(|(id, b)| (b.sequence, id.clone()))
+        .collect();
+    queued.sort_unstable();
+    for (_, id) in queued.into_iter().take(free) {
+        if let Some(sim) = state.builds.builds.get_mut(&id) {
+            sim.started = Some(now);
+        }
         advance_build(state, &id, now, duration);
     }
 }
@@ -73,7 +103,10 @@ fn advance_build(state: &mut State, id: &str, now: Duration, duration: Duration)
     let Some(sim) = state.builds.builds.get_mut(id) else {
         return;
     };
-    let elapsed = now.saturating_sub(sim.started);
+    let Some(started) = sim.started else {
+        return;
+    };
+    let elapsed = now.saturating_sub(started);
     let progress = elapsed.as_secs_f64() / duration.as_secs_f64().max(f64::EPSILON);
     let reached = ((progress * (PHASES.len() - 1) as f64) as usize).min(PHASES.len() - 1);
     if let Some(phase) = sim.fails_in.filter(|p| phase_index(p) <= reached) {
@@ -116,12 +149,24 @@ fn finish_build(state: &mut State, id: &str) {
     }
 }
 
+impl SimBuild {
+    fn is_running(&self) -> bool {
+        self.build.status == BuildStatus::InProgress && self.started.is_some()
+    }
+
+    fn is_queued(&self) -> bool {
+        self.build.status == BuildStatus::InProgress && self.started.is_none()
+    }
+}
+
 impl BuildsState {
+    /// Builds running, not counting queued ones.
     fn active(&self) -> usize {
-        self.builds
-            .values()
-            .filter(|b| b.build.status == BuildStatus::InProgress)
-            .count()
+        self.builds.values().filter(|b| b.is_running()).count()
+    }
+
+    fn queued(&self) -> usize {
+        self.builds.values().filter(|b| b.is_queued()).count()
     }
 
     /// The build an idempotency token started within its lifetime, if any.
@@ -149,12 +194,14 @@ fn start(state: &mut State, request: &BuildRequest) -> Result<Build, CloudError>
         ));
     }
     validate(request)?;
-    if state.builds.active() >= state.config.quotas.concurrent_builds {
+    let concurrent = state.config.quotas.concurrent_builds;
+    let runs_now = state.builds.active() < concurrent;
+    if !runs_now && state.builds.queued() >= concurrent * QUEUE_FACTOR {
         return Err(error(
             ErrorKind::QuotaExceeded(Quota::Other("ConcurrentBuilds".to_owned())),
             OPERATION,
             "AccountLimitExceededException",
-            "too many concurrent builds",
+            "the build queue is full",
         ));
     }
 
@@ -165,7 +212,7 @@ fn start(state: &mut State, request: &BuildRequest) -> Result<Build, CloudError>
         id: id.clone(),
         project: request.project.clone(),
         status: BuildStatus::InProgress,
-        phase: PHASES[0].to_owned(),
+        phase: PHASES[if runs_now { 0 } else { 1 }].to_owned(),
         source_version: request.source_version.clone(),
         artifact_location: None,
         started_at: state.clock.epoch_millis(),
@@ -174,7 +221,7 @@ fn start(state: &mut State, request: &BuildRequest) -> Result<Build, CloudError>
         build: build.clone(),
         request: request.clone(),
         sequence: state.builds.sequence,
-        started: now,
+        started: runs_now.then_some(now),
         fails_in,
     };
     state.builds.builds.insert(id.clone(), sim);
@@ -451,23 +498,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_builds_are_capped_by_the_quota() {
+    async fn builds_beyond_the_concurrent_quota_queue_and_start_as_slots_free() {
         let mut config = SimConfig::manual();
         config.quotas.concurrent_builds = 2;
         let aws = SimulatedAws::with_config(config);
-        for token in ["a", "b"] {
-            aws.start_build(&request(&aws, token)).await.expect("room");
+        let mut ids = Vec::new();
+        for token in ["a", "b", "c"] {
+            ids.push(
+                aws.start_build(&request(&aws, token))
+                    .await
+                    .expect("room")
+                    .id,
+            );
         }
+        let phases =
+            |builds: Vec<Build>| -> Vec<String> { builds.into_iter().map(|b| b.phase).collect() };
+        let now = aws.batch_get_builds(&ids).await.expect("read");
+        assert_eq!(phases(now), ["SUBMITTED", "SUBMITTED", "QUEUED"]);
 
+        // The queue holds five times the concurrent builds (10 here): 9 more fit, not 10.
+        for i in 0..9 {
+            let token = format!("q{i}");
+            aws.start_build(&request(&aws, &token))
+                .await
+                .expect("queued");
+        }
         let error = aws
-            .start_build(&request(&aws, "c"))
+            .start_build(&request(&aws, "full"))
             .await
-            .expect_err("full");
-
+            .expect_err("queue full");
         assert!(matches!(error.kind, ErrorKind::QuotaExceeded(_)));
+
+        // The first two finish within the build time; the third then runs its own.
         aws.advance(Duration::from_secs(60));
-        aws.start_build(&request(&aws, "c"))
-            .await
-            .expect("room again");
+        let after = aws.batch_get_builds(&ids).await.expect("read");
+        assert_eq!(after[0].status, BuildStatus::Succeeded);
+        assert_eq!(after[1].status, BuildStatus::Succeeded);
+        assert_eq!(after[2].status, BuildStatus::InProgress);
+        assert_ne!(after[2].phase, "QUEUED");
+        aws.advance(Duration::from_secs(60));
+        let last = aws.batch_get_builds(&ids[2..]).await.expect("read");
+        assert_eq!(last[0].status, BuildStatus::Succeeded);
     }
 }
