@@ -125,6 +125,7 @@ impl AwsCloud {
             let config = aws_sdk_s3::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
                 .retry_classifier(retry::QuotaIsFinal)
+                .interceptor(retry::FenceDeadline)
                 .force_path_style(self.options.endpoint_url.is_some())
                 .build();
             let client = aws_sdk_s3::Client::from_conf(config);
@@ -185,6 +186,7 @@ impl CloudProvider for AwsCloud {
             let config = aws_sdk_codebuild::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
                 .retry_classifier(retry::QuotaIsFinal)
+                .interceptor(retry::FenceDeadline)
                 .build();
             let client = aws_sdk_codebuild::Client::from_conf(config);
             Arc::new(CodeBuildBuilds::new(client, clients.calls.clone()))
@@ -199,6 +201,7 @@ impl CloudProvider for AwsCloud {
             let config = aws_sdk_codedeploy::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
                 .retry_classifier(retry::QuotaIsFinal)
+                .interceptor(retry::FenceDeadline)
                 .build();
             let client = aws_sdk_codedeploy::Client::from_conf(config);
             Arc::new(CodeDeployDeployments::new(client, clients.calls.clone()))
@@ -218,6 +221,7 @@ impl CloudProvider for AwsCloud {
             let config = aws_sdk_ssm::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
                 .retry_classifier(retry::QuotaIsFinal)
+                .interceptor(retry::FenceDeadline)
                 .build();
             let client = aws_sdk_ssm::Client::from_conf(config);
             Arc::new(SsmRunCommand::new(client, clients.calls.clone()))
@@ -232,6 +236,7 @@ impl CloudProvider for AwsCloud {
             let config = aws_sdk_elasticloadbalancingv2::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
                 .retry_classifier(retry::QuotaIsFinal)
+                .interceptor(retry::FenceDeadline)
                 .build();
             let client = aws_sdk_elasticloadbalancingv2::Client::from_conf(config);
             Arc::new(ElbLoadBalancing::new(client, clients.calls.clone()))
@@ -246,6 +251,7 @@ impl CloudProvider for AwsCloud {
             let config = aws_sdk_acm::config::Builder::from(&self.base)
                 .region(Region::new(region.to_owned()))
                 .retry_classifier(retry::QuotaIsFinal)
+                .interceptor(retry::FenceDeadline)
                 .build();
             let client = aws_sdk_acm::Client::from_conf(config);
             Arc::new(AcmCertificates::new(client, clients.calls.clone()))

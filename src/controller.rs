@@ -388,9 +388,9 @@ impl Controller {
     /// otherwise wake up past that point and still mutate: an answer that took more than half
     /// the TTL is not trusted, and the caller changes nothing this time.
     ///
-    /// TODO(#6): the mutation still follows this check by a few awaits, among them the SDK
-    /// adapters' wait for a rate-limit token; a pause there is not caught. AWS takes no fencing
-    /// token, so closing that needs the token wait bounded by the claim's deadline.
+    /// A successful fence leaves a deadline half a lease after `asked` that every mutation of
+    /// the reconcile is checked against again right before it is transmitted, after any
+    /// rate-limit wait and before every SDK retry (`fenced.rs`, `crate::fencing`).
     async fn fence(&self, lease: &Lease) -> Result<(), Blocked> {
         let lease_config = &self.config.lease;
         let asked = std::time::Instant::now();

@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod dev;
 pub mod domains;
+mod fencing;
 pub mod grpc;
 pub mod http;
 pub mod intent;

@@ -110,6 +110,7 @@ impl Ec2Client {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 1;
         loop {
+            crate::fencing::check_send(operation)?;
             let error = match self.send(operation, &body).await {
                 Ok(xml) => return Ok(xml),
                 Err(error) => error,

@@ -19,10 +19,9 @@ use bytes::Bytes;
 use reconcilers::cloud::{
     Build, BuildRequest, Builds, CallStats, CertificateMaterial, CertificateSummary, Certificates,
     CloudError, CloudProvider, CommandRequest, Deployment, DeploymentRequest, DeploymentStatus,
-    Deployments, ErrorKind, Fleet, HttpListenerSpec, Instance, Invocation, Listener,
-    ListenerAction, ListenerRule, ListenerSpec, LoadBalancer, LoadBalancing, ObjectHead,
-    ObjectStorage, Page, RuleSpec, RunCommand, Tag, Target, TargetGroup, TargetGroupSpec,
-    TargetHealth,
+    Deployments, Fleet, HttpListenerSpec, Instance, Invocation, Listener, ListenerAction,
+    ListenerRule, ListenerSpec, LoadBalancer, LoadBalancing, ObjectHead, ObjectStorage, Page,
+    RuleSpec, RunCommand, Tag, Target, TargetGroup, TargetGroupSpec, TargetHealth,
 };
 
 use crate::cloud_calls::{cloud_calls, writes};
@@ -42,23 +41,15 @@ pub(super) fn fenced(asked: Instant, ttl: std::time::Duration) {
     let _ = FENCED_UNTIL.try_with(|until| until.set(Some(asked + ttl / 2)));
 }
 
-/// Refuses a mutation whose fence is older than its deadline.
-fn check(operation: &'static str) -> Result<(), CloudError> {
+/// Refuses a mutation whose fence is older than its deadline; else returns the deadline,
+/// which the adapters check again just before they transmit (`crate::fencing`).
+fn check(operation: &'static str) -> Result<Option<Instant>, CloudError> {
     match FENCED_UNTIL.try_with(Cell::get) {
         Ok(Some(until)) if Instant::now() >= until => {
-            let late_ms = (Instant::now() - until).as_millis();
-            tracing::warn!(
-                operation,
-                late_ms,
-                "mutation held back: its fence is too old"
-            );
-            Err(CloudError::new(
-                ErrorKind::Transient,
-                operation,
-                "not sent: the lease was confirmed too long ago; fencing again",
-            ))
+            Err(crate::fencing::refused(operation, Instant::now() - until))
         }
-        _ => Ok(()),
+        Ok(until) => Ok(until),
+        Err(_) => Ok(None),
     }
 }
 
@@ -115,7 +106,8 @@ macro_rules! fenced_impls {
                 $(
                     async fn $method(&self, $($arg: $ty),*) -> Result<$ret, CloudError> {
                         if writes!($access) {
-                            check(concat!(stringify!($capability), ":", stringify!($method)))?;
+                            let until = check(concat!(stringify!($capability), ":", stringify!($method)))?;
+                            return crate::fencing::sending(until, self.0.$method($($arg),*)).await;
                         }
                         self.0.$method($($arg),*).await
                     }
@@ -131,6 +123,7 @@ cloud_calls!(fenced_impls);
 mod tests {
     use std::time::Duration;
 
+    use reconcilers::cloud::ErrorKind;
     use reconcilers::sim::{SimConfig, SimulatedAws};
 
     use super::*;
