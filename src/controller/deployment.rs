@@ -77,22 +77,29 @@ impl Controller {
             desired,
             scope,
         } = self.deployment_target(view, &region, &placed).await?;
+        let mut intent = self.store.intent(shop, ResourceKind::Deployment).await?;
         if Self::deployed(view, &desired) {
-            let previous = view
-                .resources
-                .iter()
-                .find(|r| r.kind == ResourceKind::Deployment);
-            return Ok(Converged {
-                desired,
-                observed: previous.map(|p| p.observed.clone()).unwrap_or_default(),
-                reason: "",
-            });
+            // Deployed, but a place in the queue is left: a queued revision the spec moved
+            // away from again, or a started deployment a crash left recorded after it finished.
+            // A queued one is dropped; a started one is waited for below (it may be another
+            // revision, which the instances will end up running). Kept, either would hold the
+            // group's queue for good once it reached the head.
+            match &intent {
+                None => return Ok(Self::still_deployed(view, desired)),
+                Some(queued) if started_id(queued).is_none() => {
+                    self.store
+                        .clear_intent(shop, ResourceKind::Deployment)
+                        .await?;
+                    self.wake_next_deployment(&queued.scope).await;
+                    return Ok(Self::still_deployed(view, desired));
+                }
+                Some(_) => {}
+            }
         }
 
         let deployments = self.cloud.deployments(region.region.as_str());
         let application = region.codedeploy_application.as_str();
         let group_name = group.codedeploy_deployment_group.as_str();
-        let mut intent = self.store.intent(shop, ResourceKind::Deployment).await?;
 
         // The deployment this shop started, if any: wait for it, whatever its revision (a
         // group runs one at a time), then leave the queue.
@@ -275,6 +282,19 @@ impl Controller {
             desired,
             scope,
         })
+    }
+
+    /// The status of a shop whose `desired` revision is deployed and not being replaced.
+    fn still_deployed(view: &ShopView, desired: String) -> Converged {
+        let previous = view
+            .resources
+            .iter()
+            .find(|r| r.kind == ResourceKind::Deployment);
+        Converged {
+            desired,
+            observed: previous.map(|p| p.observed.clone()).unwrap_or_default(),
+            reason: "",
+        }
     }
 
     /// Whether the status says `desired` was deployed.

@@ -12,7 +12,7 @@ use shop_controller::grpc::proto::{
     self, GetShopRequest, PauseRegionRequest, PlanShopRequest, PlanShopResponse,
     ResumeRegionRequest,
 };
-use shop_controller::store::now_millis;
+use shop_controller::store::{Intent, now_millis};
 
 use crate::controller::{Running, converged, start, wait_for};
 use crate::convergence::fixture::deployments_of;
@@ -564,5 +564,83 @@ async fn a_shop_paused_mid_deployment_does_not_hold_up_its_group() {
         .map(|d| d.id)
         .collect();
     assert_eq!(deployed, [started], "deployed again after the resume");
+    running.stop().await;
+}
+
+/// A converged shop can be left with a place in its group's deployment queue: a queued
+/// revision the spec moved away from again before its turn, or a started deployment a crash
+/// recorded after it had already finished. Either must not hold up the group once it reaches
+/// the head (found by the process-kill suite: a queue whose head belonged to a converged shop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converged_shops_leftover_queue_place_does_not_hold_up_its_group() {
+    let running = start().await;
+    let store = running.store.store.as_ref();
+    let mut client = running.server.shops().await;
+    let (stale, behind) = ("stale.es-hs.com", "behind.es-hs.com");
+    upload(&running, stale);
+    client
+        .deploy_shop(deploy_request(stale))
+        .await
+        .expect("deploy");
+    converged(store, &[stale.to_owned()]).await;
+    let view = store.get_shop(stale).await.expect("read").expect("exists");
+    let deployed = view
+        .resources
+        .iter()
+        .find(|r| r.kind == ResourceKind::Deployment)
+        .expect("deployment status")
+        .desired
+        .clone();
+    let finished = deployments_of(&running.aws, "shops-a").await;
+    let finished = finished.last().expect("one deployment").id.clone();
+    let region = store
+        .get_region_config(DEV_REGION)
+        .await
+        .expect("read")
+        .expect("dev region");
+    let group = store
+        .get_instance_group("shops-a")
+        .await
+        .expect("read")
+        .expect("dev group");
+    let scope = format!(
+        "{}/{}",
+        region.codedeploy_application, group.codedeploy_deployment_group
+    );
+
+    let leftovers = [
+        (format!("s3://elsewhere/{stale}.zip on shops-a"), None),
+        (deployed, Some(finished)),
+    ];
+    for (round, (desired, external_id)) in leftovers.into_iter().enumerate() {
+        let leftover = Intent {
+            shop: stale.to_owned(),
+            kind: ResourceKind::Deployment,
+            scope: scope.clone(),
+            desired,
+            external_id,
+            created_at: 0,
+            updated_at: 0,
+        };
+        store
+            .record_intent(&leftover, now_millis())
+            .await
+            .expect("leave a queue place behind");
+        let next = format!("{round}-{behind}");
+        upload(&running, &next);
+        client
+            .deploy_shop(deploy_request(&next))
+            .await
+            .expect("deploy the shop behind");
+        converged(store, &[next.clone(), stale.to_owned()]).await;
+        let left = store
+            .intent(stale, ResourceKind::Deployment)
+            .await
+            .expect("read");
+        assert!(left.is_none(), "round {round}: still queued: {left:?}");
+    }
+    let of_stale = deployments_of(&running.aws, "shops-a").await;
+    let of_stale = of_stale.iter().filter(|d| d.revision.key.contains(stale));
+    assert_eq!(of_stale.count(), 1, "the converged shop was deployed again");
     running.stop().await;
 }
