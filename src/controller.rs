@@ -12,7 +12,8 @@
 //! it holds), and every cloud mutation is preceded by [`Controller::fence`], which extends the
 //! claim only if it is still this replica's, by the database's clock. A replica that slept past
 //! its lease therefore changes nothing; a shop another replica holds is looked at again when
-//! that claim would lapse.
+//! that claim would lapse. Replicas keep about an even share of the shops (`leases.rs`): one
+//! holding more hands claims back between reconciles, and the others take them.
 //!
 //! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
 //! short while, so a resync does not read every target group once per shop.

@@ -222,9 +222,10 @@ impl Controller {
                 .await
             {
                 Ok(census) => self.census_taken(census),
-                Err(error) => {
-                    tracing::warn!(%error, "could not write heartbeat; sharing keeps the last figures")
-                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "could not write heartbeat; sharing keeps the last figures"
+                ),
             }
             tokio::select! {
                 _ = stop.recv() => break,

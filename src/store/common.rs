@@ -316,9 +316,9 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                AcmeChallenge, Census, Change, Claim, DeployOutcome, FleetPatchStatus, Intent, Lease, Pause,
-                Placement, Result, ShopCounts, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
-                StoreError,
+                AcmeChallenge, Census, Change, Claim, DeployOutcome, FleetPatchStatus, Intent,
+                Lease, Pause, Placement, Result, ShopCounts, ShopEvent, ShopPage, ShopQuery,
+                ShopView, Store, StoreError,
             };
             use reconcilers::patching::{
                 FleetId, InstanceResult, PatchPolicy, PatchRun, RunState, Weekday,
