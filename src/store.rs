@@ -191,7 +191,9 @@ pub enum Claim {
 /// What the replicas' heartbeats say, for sharing the shops evenly between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Census {
-    /// Replicas whose heartbeat is younger than one lease time, the asking one included.
+    /// Replicas whose heartbeat is younger than one lease time and not older than the asking
+    /// replica's first (so a replica restarted after a crash does not count the one it
+    /// replaces), the asking one included.
     pub live_replicas: u32,
     /// The shops the replicas share: every shop not paused, by itself or by its region.
     pub shops: u32,
@@ -347,7 +349,7 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a claim early (at shutdown), so another replica can take the shop at once.
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
     /// Records that `holder` runs (by the database clock), forgets replicas silent for longer
-    /// than `ttl_ms`, and counts the live replicas and the shops they share.
+    /// than `ttl_ms`, and counts the live replicas (see [`Census`]) and the shops they share.
     async fn heartbeat(&self, holder: &str, ttl_ms: i64) -> Result<Census>;
     /// Removes `holder`'s heartbeat (when it stops), so the others stop counting it at once.
     async fn remove_replica(&self, holder: &str) -> Result<()>;

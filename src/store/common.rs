@@ -1381,7 +1381,8 @@ macro_rules! impl_store {
                 async fn heartbeat(&self, holder: &str, ttl_ms: i64) -> Result<Census> {
                     let mut tx = self.pool.begin().await.map_err(db("begin heartbeat"))?;
                     let sql = format!(
-                        "INSERT INTO controller_replicas (holder, last_seen) VALUES ($1, {NOW}) \
+                        "INSERT INTO controller_replicas (holder, started_at, last_seen) \
+                         VALUES ($1, {NOW}, {NOW}) \
                          ON CONFLICT (holder) DO UPDATE SET last_seen = excluded.last_seen"
                     );
                     sqlx::query(&sql)
@@ -1399,11 +1400,13 @@ macro_rules! impl_store {
                         .map_err(db("forget silent replicas"))?;
                     // The shops a reconcile would claim: a paused one is left alone unclaimed.
                     let row = sqlx::query(
-                        "SELECT (SELECT COUNT(*) FROM controller_replicas), \
+                        "SELECT (SELECT COUNT(*) FROM controller_replicas WHERE last_seen >= \
+                           (SELECT started_at FROM controller_replicas WHERE holder = $1)), \
                          (SELECT COUNT(*) FROM shops s \
                           LEFT JOIN region_configs r ON r.region = s.region \
                           WHERE s.paused_at IS NULL AND r.paused_at IS NULL)",
                     )
+                    .bind(holder)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db("count replicas"))?;

@@ -720,9 +720,10 @@ async fn leases_admit_one_holder_and_fence_the_stale_one(store: TestStore) {
     assert_eq!(granted, 1, "one claimant wins");
 }
 
-/// Heartbeats: each replica is counted once while it keeps writing, a silent one is forgotten
-/// after the lease time of the replica asking, a stopped one at once; the shops counted are
-/// those a reconcile would claim (not paused by themselves or their region).
+/// Heartbeats: each replica is counted once while it keeps writing; a silent one is forgotten
+/// after the lease time of the replica asking, a stopped one at once, and one last heard of
+/// before the asker's first heartbeat (a crashed predecessor) is not counted by it. The shops
+/// counted are those a reconcile would claim (not paused by themselves or their region).
 async fn heartbeats_count_live_replicas_and_the_shops_they_share(store: TestStore) {
     let store = configured(&store).await;
     let census = |live_replicas, shops| Census {
@@ -730,12 +731,26 @@ async fn heartbeats_count_live_replicas_and_the_shops_they_share(store: TestStor
         shops,
     };
     let beat = async |holder: &str, ttl_ms| store.heartbeat(holder, ttl_ms).await.expect("beat");
-    assert_eq!(beat("replica-a", 60_000).await, census(1, 0));
+    let pause = std::time::Duration::from_millis(20);
+    assert_eq!(beat("crashed", 60_000).await, census(1, 0));
+    tokio::time::sleep(pause).await;
+    assert_eq!(
+        beat("replica-a", 60_000).await,
+        census(1, 0),
+        "not its predecessor"
+    );
     assert_eq!(
         beat("replica-a", 60_000).await,
         census(1, 0),
         "counted once"
     );
+    tokio::time::sleep(pause).await;
+    assert_eq!(
+        beat("replica-b", 60_000).await,
+        census(1, 0),
+        "a's last is before b's first"
+    );
+    assert_eq!(beat("replica-a", 60_000).await, census(2, 0));
 
     for shop in ["a.es-hs.com", "b.es-hs.com", "c.es-hs.com"] {
         store
@@ -760,18 +775,25 @@ async fn heartbeats_count_live_replicas_and_the_shops_they_share(store: TestStor
         .expect("resume region");
 
     // Silent for longer than the asker's lease time (by the database clock): not counted, and
-    // counted again once it writes.
+    // counted again once it writes. Back, it counts the others from their next heartbeat.
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(
         beat("replica-b", 200).await,
         census(1, 2),
         "replica-a went silent"
     );
+    tokio::time::sleep(pause).await;
     assert_eq!(
         beat("replica-a", 60_000).await,
+        census(1, 2),
+        "back, b not heard since"
+    );
+    assert_eq!(
+        beat("replica-b", 60_000).await,
         census(2, 2),
         "replica-a is back"
     );
+    assert_eq!(beat("replica-a", 60_000).await, census(2, 2));
 
     // A replica that stops removes its heartbeat; removing it twice is fine.
     store.remove_replica("replica-b").await.expect("remove");
