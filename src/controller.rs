@@ -12,12 +12,13 @@
 //! it holds), and every cloud mutation is preceded by [`Controller::fence`], which extends the
 //! claim only if it is still this replica's, by the database's clock. A replica that slept past
 //! its lease therefore changes nothing; a shop another replica holds is looked at again when
-//! that claim would lapse.
+//! that claim would lapse. Replicas keep about an even share of the shops (`leases.rs`): one
+//! holding more hands claims back between reconciles, and the others take them.
 //!
 //! Reads go through [`observe::Observations`]: listings shared by every shop of a region for a
 //! short while, so a resync does not read every target group once per shop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -39,6 +40,7 @@ mod challenge_listener;
 mod command;
 mod deployment;
 mod fenced;
+mod leases;
 mod nginx_config;
 mod observe;
 mod patching;
@@ -48,6 +50,7 @@ mod restart;
 
 pub use certificate::{CertificateSettings, DEFAULT_CERTIFICATE_SLOTS};
 pub use challenge_listener::{ChallengeListenerState, lease_key as challenge_listener_lease_key};
+pub use leases::FairShare;
 pub use plan::{Plan, PlannedStep};
 
 /// The kinds the controller reconciles, in dependency order.
@@ -111,18 +114,12 @@ enum Claimed {
     HeldFor(Duration),
 }
 
-/// A claim this replica holds, and when to renew it.
-struct HeldLease {
-    lease: Lease,
-    renew_at: tokio::time::Instant,
-}
-
 /// The reconcile loops of every kind.
 pub struct Controller {
     store: Arc<dyn Store>,
     cloud: Arc<dyn CloudProvider>,
     config: ControllerConfig,
-    leases: Mutex<HashMap<String, HeldLease>>,
+    leases: Mutex<leases::Leases>,
     observations: observe::Observations,
     /// The CA and what the certificate kind needs with it; `None` runs no ACME.
     certificates: Option<certificate::CertificateSettings>,
@@ -225,7 +222,7 @@ impl Controller {
             cloud: Arc::new(fenced::FencedCloud(cloud)),
             observations: observe::Observations::new(config.loops.resync),
             config,
-            leases: Mutex::new(HashMap::new()),
+            leases: Mutex::new(leases::Leases::default()),
             certificates: None,
             challenge_listeners: Mutex::new(BTreeMap::new()),
             queues: OnceLock::new(),
@@ -247,9 +244,11 @@ impl Controller {
             .collect()
     }
 
-    /// How many shops this replica holds a lease on, for metrics.
+    /// How many claims (shops, regions' loops and fleets) this replica holds that have not
+    /// lapsed, for metrics.
     pub fn leases_held(&self) -> usize {
-        self.leases.lock().map_or(0, |leases| leases.len())
+        let now = tokio::time::Instant::now();
+        self.lock_leases().running_claims(now).count()
     }
 
     /// Wakes one key of this replica's loops, as a spec change would.
@@ -305,6 +304,7 @@ impl Controller {
         tracing::info!("starting challenge listener loop");
         region_loops.spawn(self.clone().run_challenge_listeners(stop.subscribe()));
         region_loops.spawn(self.clone().patch_loop(stop.subscribe()));
+        region_loops.spawn(self.clone().heartbeat_loop(stop.subscribe()));
         shutdown.await;
         let _ = stop.send(());
         while loops.join_next().await.is_some() {}
@@ -316,10 +316,12 @@ impl Controller {
     /// Hands every claim back, so other replicas take the shops at once instead of after
     /// the lease time.
     async fn release_leases(&self) {
-        let held: Vec<Lease> = match self.leases.lock() {
-            Ok(mut leases) => leases.drain().map(|(_, held)| held.lease).collect(),
-            Err(_) => return,
-        };
+        let held: Vec<Lease> = self
+            .lock_leases()
+            .held
+            .drain()
+            .map(|(_, held)| held.lease)
+            .collect();
         for lease in &held {
             if let Err(error) = self.store.release_lease(lease).await {
                 tracing::warn!(shop = %lease.shop, %error, "could not release lease; it lapses by itself");
@@ -330,16 +332,12 @@ impl Controller {
         }
     }
 
-    /// Claims the shop for this replica, or says how long another replica's claim runs.
-    ///
-    /// TODO(#6): a claim is renewed for as long as its holder reconciles the shop, so a replica
-    /// that starts after the others hold every shop gets none until one of them stops (the
-    /// multi-process test deals its roles by what each replica holds for this reason). Handing
-    /// back claims above a fair share is not built; failover, the point of #6, works without it.
+    /// Claims the key (a shop, a region's loop, a fleet) for this replica, or says how long
+    /// another replica's claim runs. A shop's reconcile claims through
+    /// [`Controller::claim_shop`], which may hand the claim back instead of renewing it.
     async fn claim(&self, shop: &str) -> Result<Claimed, StoreError> {
         let now = tokio::time::Instant::now();
-        if let Ok(leases) = self.leases.lock()
-            && let Some(held) = leases.get(shop)
+        if let Some(held) = self.lock_leases().held.get(shop)
             && now < held.renew_at
         {
             return Ok(Claimed::Mine(held.lease.clone()));
@@ -349,14 +347,15 @@ impl Controller {
             .store
             .claim_lease(shop, &lease_config.holder, lease_config.ttl_millis())
             .await?;
-        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leases = self.lock_leases();
         match claim {
             Claim::Granted(lease) => {
-                leases.insert(
+                leases.held.insert(
                     shop.to_owned(),
-                    HeldLease {
+                    leases::HeldLease {
                         lease: lease.clone(),
                         renew_at: now + lease_config.ttl / 2,
+                        expires_at: now + lease_config.ttl,
                     },
                 );
                 Ok(Claimed::Mine(lease))
@@ -365,7 +364,7 @@ impl Controller {
                 holder,
                 remaining_ms,
             } => {
-                leases.remove(shop);
+                leases.held.remove(shop);
                 tracing::debug!(
                     shop,
                     holder,
@@ -394,6 +393,7 @@ impl Controller {
     async fn fence(&self, lease: &Lease) -> Result<(), Blocked> {
         let lease_config = &self.config.lease;
         let asked = std::time::Instant::now();
+        let asked_at = tokio::time::Instant::now();
         let extended = self
             .store
             .extend_lease(lease, lease_config.ttl_millis())
@@ -415,16 +415,15 @@ impl Controller {
         }
         if extended {
             fenced::fenced(asked, lease_config.ttl);
-            if let Ok(mut leases) = self.leases.lock()
-                && let Some(held) = leases.get_mut(&lease.shop)
+            if let Some(held) = self.lock_leases().held.get_mut(&lease.shop)
+                && held.lease.epoch == lease.epoch
             {
                 held.renew_at = tokio::time::Instant::now() + lease_config.ttl / 2;
+                held.expires_at = asked_at + lease_config.ttl;
             }
             return Ok(());
         }
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.remove(&lease.shop);
-        }
+        self.lock_leases().held.remove(&lease.shop);
         tracing::warn!(shop = %lease.shop, epoch = lease.epoch, "lease lost before a mutation; changing nothing");
         Err(Blocked {
             reason: "LeaseLost",
@@ -434,9 +433,7 @@ impl Controller {
     }
 
     fn forget_lease(&self, shop: &str) {
-        if let Ok(mut leases) = self.leases.lock() {
-            leases.remove(shop);
-        }
+        self.lock_leases().forget(shop);
     }
 
     /// Every existing shop gets a resync of every kind, due now.
@@ -482,9 +479,13 @@ impl Controller {
         if let Some(pause) = &view.pause {
             return self.paused(&view, key.kind, pause).await;
         }
-        let lease = match self.claim(&key.shop).await {
+        // Counted from before the claim to the end, so the claim is never handed back to even
+        // the replicas' share while a reconcile of the shop may still mutate under it.
+        let _running = self.running(&key.shop);
+        let lease = match self.claim_shop(&key.shop).await {
             Ok(Claimed::Mine(lease)) => lease,
-            // Looked at again when that claim would lapse (its holder may have died).
+            // Looked at again when that claim would lapse (its holder may have died), or when
+            // this replica stops leaving a shop it handed back to the others.
             Ok(Claimed::HeldFor(remaining)) => return Outcome::Requeue(remaining + LEASE_SLACK),
             Err(error) => {
                 tracing::warn!(shop = %key.shop, %error, "could not claim shop");

@@ -2,7 +2,8 @@
 //! listener. Nothing is counted here: every scrape reads the figures the parts already keep,
 //! each loop's queue ([`QueueStats`](crate::runtime::QueueStats)), the cloud's call counts
 //! ([`CallStats`](reconcilers::cloud::CallStats), filled by the adapters' call wrapper and the
-//! simulated AWS alike), the leases this replica holds, the regions' challenge listener states,
+//! simulated AWS alike), the leases this replica holds and the live replicas its heartbeat
+//! found, the regions' challenge listener states,
 //! one aggregate query for shops by condition and one read of the certificate rows.
 //!
 //! Invariant: labels take bounded values only (kind, lane, outcome, service, operation,
@@ -284,9 +285,16 @@ fn loops(text: &mut Exposition, controller: &Controller) {
     }
 
     let name = "shop_controller_leases_held";
-    let help = "Shops (and regions' challenge listeners) this replica holds a lease on.";
+    let help = "Shops (and regions' loops and fleets) this replica holds an unlapsed lease on.";
     text.family(name, Type::Gauge, help);
     text.sample(name, &[], controller.leases_held() as f64);
+
+    let name = "shop_controller_live_replicas";
+    let help = "Replicas whose heartbeat the last one of this replica found live, itself included.";
+    text.family(name, Type::Gauge, help);
+    if let Some(live) = controller.live_replicas() {
+        text.sample(name, &[], f64::from(live));
+    }
 
     let name = "shop_controller_challenge_listeners";
     let help = "Regions by what the last pass found of their ALB's ACME challenge listener.";

@@ -188,6 +188,17 @@ pub enum Claim {
     },
 }
 
+/// What the replicas' heartbeats say, for sharing the shops evenly between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Census {
+    /// Replicas whose heartbeat is younger than one lease time and not older than the asking
+    /// replica's first (so a replica restarted after a crash does not count the one it
+    /// replaces), the asking one included.
+    pub live_replicas: u32,
+    /// The shops the replicas share: every shop not paused, by itself or by its region.
+    pub shops: u32,
+}
+
 /// What a reconciler is about to ask of the cloud, written before the call (see
 /// `migrations/*/0002_leases_intents.sql`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -337,6 +348,11 @@ pub trait Store: Send + Sync + 'static {
     async fn extend_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool>;
     /// Ends a claim early (at shutdown), so another replica can take the shop at once.
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
+    /// Records that `holder` runs (by the database clock), forgets replicas silent for longer
+    /// than `ttl_ms`, and counts the live replicas (see [`Census`]) and the shops they share.
+    async fn heartbeat(&self, holder: &str, ttl_ms: i64) -> Result<Census>;
+    /// Removes `holder`'s heartbeat (when it stops), so the others stop counting it at once.
+    async fn remove_replica(&self, holder: &str) -> Result<()>;
 
     /// Records an intent. A new one joins the back of its scope's queue; rewriting an existing
     /// one (a newer spec, the id the cloud returned) keeps its place.

@@ -316,9 +316,9 @@ macro_rules! impl_store {
 
             use super::super::common::*;
             use super::super::{
-                AcmeChallenge, Change, Claim, DeployOutcome, FleetPatchStatus, Intent, Lease, Pause,
-                Placement, Result, ShopCounts, ShopEvent, ShopPage, ShopQuery, ShopView, Store,
-                StoreError,
+                AcmeChallenge, Census, Change, Claim, DeployOutcome, FleetPatchStatus, Intent,
+                Lease, Pause, Placement, Result, ShopCounts, ShopEvent, ShopPage, ShopQuery,
+                ShopView, Store, StoreError,
             };
             use reconcilers::patching::{
                 FleetId, InstanceResult, PatchPolicy, PatchRun, RunState, Weekday,
@@ -1375,6 +1375,55 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await
                     .map_err(db("release lease"))?;
+                    Ok(())
+                }
+
+                async fn heartbeat(&self, holder: &str, ttl_ms: i64) -> Result<Census> {
+                    let mut tx = self.pool.begin().await.map_err(db("begin heartbeat"))?;
+                    let sql = format!(
+                        "INSERT INTO controller_replicas (holder, started_at, last_seen) \
+                         VALUES ($1, {NOW}, {NOW}) \
+                         ON CONFLICT (holder) DO UPDATE SET last_seen = excluded.last_seen"
+                    );
+                    sqlx::query(&sql)
+                        .bind(holder)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("write heartbeat"))?;
+                    let sql = format!(
+                        "DELETE FROM controller_replicas WHERE last_seen <= {NOW} - $1"
+                    );
+                    sqlx::query(&sql)
+                        .bind(ttl_ms)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("forget silent replicas"))?;
+                    // The shops a reconcile would claim: a paused one is left alone unclaimed.
+                    let row = sqlx::query(
+                        "SELECT (SELECT COUNT(*) FROM controller_replicas WHERE last_seen >= \
+                           (SELECT started_at FROM controller_replicas WHERE holder = $1)), \
+                         (SELECT COUNT(*) FROM shops s \
+                          LEFT JOIN region_configs r ON r.region = s.region \
+                          WHERE s.paused_at IS NULL AND r.paused_at IS NULL)",
+                    )
+                    .bind(holder)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("count replicas"))?;
+                    tx.commit().await.map_err(db("commit heartbeat"))?;
+                    let get = |index| -> Result<u32> {
+                        let count: i64 = row.try_get(index).map_err(db("decode replica counts"))?;
+                        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+                    };
+                    Ok(Census { live_replicas: get(0)?, shops: get(1)? })
+                }
+
+                async fn remove_replica(&self, holder: &str) -> Result<()> {
+                    sqlx::query("DELETE FROM controller_replicas WHERE holder = $1")
+                        .bind(holder)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("remove replica"))?;
                     Ok(())
                 }
 

@@ -136,6 +136,8 @@ async fn a_scrape_reports_loops_calls_shops_and_leases_without_shop_names() {
     assert_eq!(sample(&text, ready), Some(1.0));
     let held = sample(&text, "shop_controller_leases_held").expect("leases held");
     assert!(held >= 0.0);
+    let live = sample(&text, "shop_controller_live_replicas");
+    assert_eq!(live, Some(1.0), "the one controller's own heartbeat");
     let listeners = r#"shop_controller_challenge_listeners{state="converged"}"#;
     assert_eq!(sample(&text, listeners), Some(1.0), "the dev region's");
     let failed = r#"shop_controller_challenge_listeners{state="failed"}"#;

@@ -176,8 +176,9 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
         .await;
     }
 
-    // Claims go to whichever replica asks first and are renewed while it lives, so the roles
-    // are dealt by what each holds: the one holding most is killed, another holder stopped.
+    // Claims go to whichever replica asks first, and the replicas even them out only as their
+    // claims come up for renewal, so the roles are dealt by what each holds at the moment:
+    // the one holding most is killed, another holder stopped.
     let shops = shop_names("ha", SHOPS);
     for shop in &shops {
         deploy(&aws, &mut client, shop).await;

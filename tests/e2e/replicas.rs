@@ -1,7 +1,9 @@
 //! Several controller replicas over one PostgreSQL database and one simulated AWS: shops are
-//! shared through leases, nothing is created twice, and a shop whose claim belongs to a replica
-//! that went away is taken over once that claim lapses.
+//! shared through leases, nothing is created twice, a shop whose claim belongs to a replica
+//! that went away is taken over once that claim lapses, and a replica that starts late gets
+//! its share of the shops.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,13 +11,14 @@ use reconcilers::cloud::Deployments;
 use reconcilers::cloud::{CloudProvider, TAG_SHOP};
 use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws, Timings};
 use reconcilers::status::ResourceKind;
-use shop_controller::controller::{Controller, ControllerConfig, LeaseConfig};
-use shop_controller::store::{Claim, PostgresStore, Store};
+use shop_controller::controller::{Controller, ControllerConfig, FairShare, LeaseConfig};
+use shop_controller::store::{Census, Claim, PostgresStore, Store};
 use sqlx::Row;
 
 use crate::support::{deploy_request, fresh_postgres_database};
 
 struct Replica {
+    controller: Arc<Controller>,
     stop: tokio::sync::oneshot::Sender<()>,
     loops: tokio::task::JoinHandle<()>,
 }
@@ -30,13 +33,27 @@ async fn replica(url: &str, aws: &Arc<SimulatedAws>, holder: &str) -> Replica {
     };
     let controller = Arc::new(Controller::new(store, cloud, config));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loops = tokio::spawn(controller.run(async move {
+    let loops = tokio::spawn(controller.clone().run(async move {
         let _ = stopped.await;
     }));
-    Replica { stop, loops }
+    Replica {
+        controller,
+        stop,
+        loops,
+    }
 }
 
 impl Replica {
+    /// The epoch of each of `shops` this replica believes it holds a running claim on.
+    fn claims(&self, shops: &[String]) -> BTreeMap<String, i64> {
+        self.controller
+            .held_leases()
+            .into_iter()
+            .filter(|lease| shops.contains(&lease.shop))
+            .map(|lease| (lease.shop, lease.epoch))
+            .collect()
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.loops.await.expect("loops stop");
@@ -313,4 +330,96 @@ async fn deployments_of_one_group_run_one_at_a_time_in_the_order_asked() {
     assert_eq!(order, shops, "deployed in the order asked, once each");
     a.stop().await;
     b.stop().await;
+}
+
+/// A replica that starts after another holds every shop gets about half of them: the first
+/// hands back what it holds above its share as those claims come up for renewal, the second
+/// takes them. Nothing is built or deployed again, every shop stays Ready, and the two never
+/// hold one shop's claim at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_starts_late_gets_its_share_of_the_shops() {
+    let (url, store, aws, _dir) = world().await;
+    let first = replica(&url, &aws, "replica-a").await;
+    let shops: Vec<String> = (0..12).map(|i| format!("late-{i}.es-hs.com")).collect();
+    for shop in &shops {
+        deploy(store.as_ref(), &aws, shop).await;
+    }
+    wait_ready(store.as_ref(), &shops).await;
+    assert_eq!(
+        first.claims(&shops).len(),
+        shops.len(),
+        "alone, it holds every shop"
+    );
+    let builds = aws.call_count("codebuild:StartBuild");
+    let deployments = aws.call_count("codedeploy:CreateDeployment");
+
+    let second = replica(&url, &aws, "replica-b").await;
+    let census = Census {
+        live_replicas: 2,
+        shops: u32::try_from(shops.len()).expect("few shops"),
+    };
+    let share = FairShare::of(&census).expect("two replicas share");
+    let fair = |claims: &BTreeMap<String, i64>| claims.len().abs_diff(share.share) <= share.slack;
+
+    // Sample the replicas' claims in turn until both hold about their share, and for two lease
+    // times after, checking every sample against the ones around it.
+    let replicas = [&first, &second];
+    let mut samples: Vec<BTreeMap<String, i64>> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut balanced_at = None;
+    while balanced_at.is_none_or(|at: tokio::time::Instant| at.elapsed() < Duration::from_secs(6)) {
+        samples.push(replicas[samples.len() % 2].claims(&shops));
+        assert_never_held_by_both(&samples);
+        let latest = &samples[samples.len().saturating_sub(2)..];
+        let all_held = latest.iter().map(BTreeMap::len).sum::<usize>() == shops.len();
+        if balanced_at.is_none() && latest.len() == 2 && all_held && latest.iter().all(fair) {
+            balanced_at = Some(tokio::time::Instant::now());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claims never shared within {share:?}: {:?}",
+            latest.iter().map(BTreeMap::len).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Where they settled: still about half each.
+    let settled = [first.claims(&shops), second.claims(&shops)];
+    assert!(
+        settled.iter().all(fair),
+        "claims moved away from {share:?}: {settled:?}"
+    );
+
+    wait_ready(store.as_ref(), &shops).await;
+    assert_eq!(
+        aws.call_count("codebuild:StartBuild"),
+        builds,
+        "nothing built again"
+    );
+    assert_eq!(
+        aws.call_count("codedeploy:CreateDeployment"),
+        deployments,
+        "nothing deployed again"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Claims sampled from two replicas in turn. A shop one replica held with the same epoch in
+/// two of its samples was its throughout (a renewal keeps the epoch; anything else moves it),
+/// so the other replica's sample between them must not hold it too. A claim a replica
+/// believes in never outlives its expiry in the database, so this is what leases promise.
+fn assert_never_held_by_both(samples: &[BTreeMap<String, i64>]) {
+    let [before, between, after] = match samples {
+        [.., before, between, after] => [before, between, after],
+        _ => return,
+    };
+    for (shop, epoch) in before {
+        if after.get(shop) == Some(epoch) {
+            assert!(
+                !between.contains_key(shop),
+                "{shop} held by both replicas at once: epoch {epoch} and {:?}",
+                between.get(shop)
+            );
+        }
+    }
 }

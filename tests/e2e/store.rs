@@ -11,7 +11,9 @@ use reconcilers::placement::Placed;
 use reconcilers::spec::{BucketName, RegionName, ShopSpec, SourceVersion};
 use reconcilers::status::{Health, ResourceKind, ResourceStatus, SyncState};
 use shop_controller::dev::{dev_instance_group, dev_region_config};
-use shop_controller::store::{AcmeChallenge, Change, Claim, Intent, ShopQuery, Store, StoreError};
+use shop_controller::store::{
+    AcmeChallenge, Census, Change, Claim, Intent, ShopQuery, Store, StoreError,
+};
 
 use crate::support::TestStore;
 
@@ -718,6 +720,90 @@ async fn leases_admit_one_holder_and_fence_the_stale_one(store: TestStore) {
     assert_eq!(granted, 1, "one claimant wins");
 }
 
+/// Heartbeats: each replica is counted once while it keeps writing; a silent one is forgotten
+/// after the lease time of the replica asking, a stopped one at once, and one last heard of
+/// before the asker's first heartbeat (a crashed predecessor) is not counted by it. The shops
+/// counted are those a reconcile would claim (not paused by themselves or their region).
+async fn heartbeats_count_live_replicas_and_the_shops_they_share(store: TestStore) {
+    let store = configured(&store).await;
+    let census = |live_replicas, shops| Census {
+        live_replicas,
+        shops,
+    };
+    let beat = async |holder: &str, ttl_ms| store.heartbeat(holder, ttl_ms).await.expect("beat");
+    let pause = std::time::Duration::from_millis(20);
+    assert_eq!(beat("crashed", 60_000).await, census(1, 0));
+    tokio::time::sleep(pause).await;
+    assert_eq!(
+        beat("replica-a", 60_000).await,
+        census(1, 0),
+        "not its predecessor"
+    );
+    assert_eq!(
+        beat("replica-a", 60_000).await,
+        census(1, 0),
+        "counted once"
+    );
+    tokio::time::sleep(pause).await;
+    assert_eq!(
+        beat("replica-b", 60_000).await,
+        census(1, 0),
+        "a's last is before b's first"
+    );
+    assert_eq!(beat("replica-a", 60_000).await, census(2, 0));
+
+    for shop in ["a.es-hs.com", "b.es-hs.com", "c.es-hs.com"] {
+        store
+            .deploy_shop(&spec(shop, "v1"), 10)
+            .await
+            .expect("deploy");
+    }
+    assert_eq!(beat("replica-b", 60_000).await, census(2, 3));
+    store
+        .set_shop_paused("a.es-hs.com", true, "maintenance", 20)
+        .await
+        .expect("pause shop");
+    assert_eq!(beat("replica-a", 60_000).await, census(2, 2));
+    store
+        .set_region_paused("eu-west-1", true, "incident", 30)
+        .await
+        .expect("pause region");
+    assert_eq!(beat("replica-a", 60_000).await, census(2, 0));
+    store
+        .set_region_paused("eu-west-1", false, "", 40)
+        .await
+        .expect("resume region");
+
+    // Silent for longer than the asker's lease time (by the database clock): not counted, and
+    // counted again once it writes. Back, it counts the others from their next heartbeat.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        beat("replica-b", 200).await,
+        census(1, 2),
+        "replica-a went silent"
+    );
+    tokio::time::sleep(pause).await;
+    assert_eq!(
+        beat("replica-a", 60_000).await,
+        census(1, 2),
+        "back, b not heard since"
+    );
+    assert_eq!(
+        beat("replica-b", 60_000).await,
+        census(2, 2),
+        "replica-a is back"
+    );
+    assert_eq!(beat("replica-a", 60_000).await, census(2, 2));
+
+    // A replica that stops removes its heartbeat; removing it twice is fine.
+    store.remove_replica("replica-b").await.expect("remove");
+    store
+        .remove_replica("replica-b")
+        .await
+        .expect("remove again");
+    assert_eq!(beat("replica-a", 60_000).await, census(1, 2));
+}
+
 /// Intents: recorded before the call, rewritten in place, queued per scope oldest first, and
 /// gone with the shop.
 async fn intents_keep_their_place_in_the_queue(store: TestStore) {
@@ -1214,6 +1300,7 @@ store_suite!(
     placements_never_share_a_port,
     only_a_shop_marked_for_deletion_is_removed,
     leases_admit_one_holder_and_fence_the_stale_one,
+    heartbeats_count_live_replicas_and_the_shops_they_share,
     intents_keep_their_place_in_the_queue,
     certificate_rows_round_trip,
     budgets_admit_no_more_than_their_limit,
