@@ -27,6 +27,7 @@ mod patching;
 mod pebble;
 mod processes;
 mod replicas;
+mod serve_process;
 mod shopctl;
 mod store;
 mod support;
