@@ -25,6 +25,7 @@ mod moto_s3;
 mod ops;
 mod patching;
 mod pebble;
+mod process_kills;
 mod processes;
 mod replicas;
 mod serve_process;
