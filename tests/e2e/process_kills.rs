@@ -37,7 +37,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reconcilers::sim::{FaultProfile, SimulatedAws};
+use reconcilers::sim::FaultProfile;
 use shop_controller::sim_server::Journal;
 use shop_controller::store::{SqliteStore, Store};
 
@@ -45,10 +45,10 @@ use crate::controller::converged_within;
 use crate::convergence::fixture::{
     LONG_WAIT, Ledger, TWO_GROUPS, World, add_second_group_and_nlb, assert_built_once,
     assert_deployments_justified, assert_invariant, assert_placed_once, eventually, is_gone,
-    scaled_sim, shop_names,
+    shop_names,
 };
 use crate::crash::{XorShift, seed_from};
-use crate::serve_process::{HostedSim, Launch, ServeProcess};
+use crate::serve_process::{Launch, ServeProcess, SharedSim};
 use crate::support::{AdminClient, ShopClient, clients_of};
 
 /// The schedule of a plain `cargo test`; `SHOP_TEST_PROCESS_KILL_SEED` picks another.
@@ -75,6 +75,12 @@ async fn many_shops_converge_through_200_process_kills_when_asked() {
         eprintln!("skipped: set SHOP_TEST_LONG=1 to run the long process kill test");
         return;
     }
+    // TODO(#7): the first run of this variant (the default seed, 200 kills in about 8 min)
+    // did not converge within LONG_WAIT after the last kill: 54 shops waited in their
+    // deployment group's queue, none of them first in it, so both queues stood behind an
+    // entry no waiting shop owns. One of four runs of the 10-kill variant failed to converge
+    // the same way. Not diagnosed yet: a real stall after kills, or the queue's head held by
+    // a shop that is converged and no longer looks at it.
     let plan = Plan {
         shops: 100,
         kills: 200,
@@ -108,7 +114,7 @@ struct Incarnation {
 }
 
 impl Incarnation {
-    async fn start(launch: &Launch<'_>, number: usize) -> Self {
+    async fn start(launch: &Launch, number: usize) -> Self {
         let spawned = Instant::now();
         let mut process = ServeProcess::spawn(&format!("serve-{number}"), launch);
         let address = process.serving(STARTUP_WAIT).await;
@@ -133,28 +139,15 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
     let dir = tempfile::tempdir().expect("dir");
     let database_url = format!("sqlite:{}", dir.path().join("shops.db").display());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&database_url).await.expect("open"));
-    let aws = Arc::new(SimulatedAws::with_config(scaled_sim()));
-    let nginx_dir = dir.path().join("nginx");
-    std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
-    shop_controller::dev::seed(store.as_ref(), &aws, &nginx_dir)
-        .await
-        .expect("seed");
-    let sim = HostedSim::start(aws.clone()).await;
-    let lease_ttl = format!("{}ms", LEASE_TTL.as_millis());
-    let launch = Launch {
-        database_url: &database_url,
-        sim_url: &sim.url,
-        lease_ttl: &lease_ttl,
-        resync: "1s",
-        log_dir: dir.path(),
-    };
+    let shared = SharedSim::seed(store.as_ref(), &database_url, dir.path(), LEASE_TTL).await;
+    let (aws, launch) = (&shared.aws, &shared.launch);
 
     let started = Instant::now();
-    let mut running = Incarnation::start(&launch, 0).await;
-    add_second_group_and_nlb(&aws, &mut running.admin).await;
+    let mut running = Incarnation::start(launch, 0).await;
+    add_second_group_and_nlb(aws, &mut running.admin).await;
     let mut ledger = Ledger::default();
     let shops = shop_names("prockill", plan.shops);
-    ledger.deploy(&aws, &mut running.shops, &shops).await;
+    ledger.deploy(aws, &mut running.shops, &shops).await;
     let slow = FaultProfile {
         latency: Duration::from_millis(100),
         ..FaultProfile::default()
@@ -167,7 +160,7 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
     for kill in 0..plan.kills {
         if kill == plan.kills / 4 {
             let changed = &shops[..plan.new_versions];
-            ledger.deploy(&aws, &mut running.shops, changed).await;
+            ledger.deploy(aws, &mut running.shops, changed).await;
         }
         if kill == plan.kills / 2 {
             let restarted = &shops[plan.new_versions..plan.new_versions + plan.restarts];
@@ -184,7 +177,7 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
         let delay = LEASE_TTL / 2 + LEASE_TTL.mul_f64(1.5 * rng.unit());
         tokio::time::sleep(delay).await;
         kills.push(running.process.kill());
-        running = Incarnation::start(&launch, kill + 1).await;
+        running = Incarnation::start(launch, kill + 1).await;
         startups.push(running.startup);
     }
     let killing = started.elapsed();
@@ -206,16 +199,16 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
 
     let world = World {
         store: store.as_ref(),
-        aws: &aws,
-        nginx_dir: &nginx_dir,
+        aws,
+        nginx_dir: &shared.nginx_dir,
     };
     assert_invariant(&world, client, &ledger, &context).await;
     let versions = ledger.versions();
-    assert_built_once(&aws, &remaining, versions, &context).await;
-    assert_deployments_justified(&aws, &TWO_GROUPS, &remaining, versions, &context).await;
+    assert_built_once(aws, &remaining, versions, &context).await;
+    assert_deployments_justified(aws, &TWO_GROUPS, &remaining, versions, &context).await;
     assert_placed_once(store.as_ref(), &remaining, &context).await;
 
-    let mid_mutation = kills_mid_mutation(&sim.journal, &kills);
+    let mid_mutation = kills_mid_mutation(&shared.hosted.journal, &kills);
     let slowest = startups.iter().max().expect("a start");
     let mean = startups.iter().sum::<Duration>() / u32::try_from(startups.len()).expect("few");
     eprintln!(

@@ -43,9 +43,9 @@ use sqlx::Row;
 use crate::controller::converged_within;
 use crate::convergence::fixture::{
     LONG_WAIT, assert_owned_exactly, assert_ready, builds_by_version, deployments_of, eventually,
-    get_shop, is_gone, scaled_sim, shop_names,
+    get_shop, is_gone, shop_names,
 };
-use crate::serve_process::{HostedSim, Launch, ServeProcess, is_process};
+use crate::serve_process::{ServeProcess, SharedSim, is_process};
 use crate::support::{ShopClient, TestServer, deploy_request, fresh_postgres_database};
 
 const REPLICAS: usize = 3;
@@ -70,27 +70,13 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
             .await
             .expect("connect"),
     );
-    let aws = Arc::new(SimulatedAws::with_config(scaled_sim()));
     let dir = tempfile::tempdir().expect("dir");
-    let nginx_dir = dir.path().join("nginx");
-    std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
-    shop_controller::dev::seed(store.as_ref(), &aws, &nginx_dir)
-        .await
-        .expect("seed");
-    let sim = HostedSim::start(aws.clone()).await;
-    let journal = &sim.journal;
+    let shared = SharedSim::seed(store.as_ref(), &database_url, dir.path(), LEASE_TTL).await;
+    let (aws, journal, launch) = (&shared.aws, &shared.hosted.journal, &shared.launch);
     let server = TestServer::start(store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
     let mut client = server.shops().await;
-    let lease_ttl = format!("{}ms", LEASE_TTL.as_millis());
-    let launch = Launch {
-        database_url: &database_url,
-        sim_url: &sim.url,
-        lease_ttl: &lease_ttl,
-        resync: "1s",
-        log_dir: dir.path(),
-    };
     let replicas: Vec<ServeProcess> = (0..REPLICAS)
-        .map(|i| ServeProcess::spawn(&format!("replica-{i}"), &launch))
+        .map(|i| ServeProcess::spawn(&format!("replica-{i}"), launch))
         .collect();
     let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
     for replica in &replicas {
@@ -105,7 +91,7 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     // are dealt by what each holds: the one holding most is killed, another holder stopped.
     let shops = shop_names("ha", SHOPS);
     for shop in &shops {
-        deploy(&aws, &mut client, shop).await;
+        deploy(aws, &mut client, shop).await;
     }
     let mut ranked: Vec<(usize, usize)> = Vec::new();
     eventually("two replicas to hold shops", LONG_WAIT, async || {
@@ -161,7 +147,7 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
         .filter(|key| shops.contains(key))
         .collect();
     for shop in &renewed {
-        deploy(&aws, &mut client, shop).await;
+        deploy(aws, &mut client, shop).await;
     }
     // The killed replica's claims were taken over within about a lease time (the watch
     // fails after a lease time and a margin).
@@ -195,8 +181,8 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     for shop in remaining {
         assert_ready(&get_shop(&mut client, shop).await.expect("get shop"));
     }
-    assert_owned_exactly(&aws, remaining, "after the kill and the stop").await;
-    let twice: Vec<_> = builds_by_version(&aws)
+    assert_owned_exactly(aws, remaining, "after the kill and the stop").await;
+    let twice: Vec<_> = builds_by_version(aws)
         .await
         .into_iter()
         .filter(|(_, count)| *count > 1)
@@ -204,7 +190,7 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     assert!(twice.is_empty(), "versions built more than once: {twice:?}");
     let group = shop_controller::dev::dev_instance_group();
     let mut revisions: BTreeMap<String, usize> = BTreeMap::new();
-    for deployment in deployments_of(&aws, group.codedeploy_deployment_group.as_str()).await {
+    for deployment in deployments_of(aws, group.codedeploy_deployment_group.as_str()).await {
         *revisions.entry(deployment.revision.key).or_default() += 1;
     }
     let repeated: Vec<_> = revisions.iter().filter(|(_, n)| **n > 1).collect();

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use reconcilers::sim::SimulatedAws;
 use shop_controller::sim_server::{self, Journal};
+use shop_controller::store::Store;
 use tokio::sync::oneshot;
 
-use crate::convergence::fixture::INSTALLATION;
+use crate::convergence::fixture::{INSTALLATION, scaled_sim};
 
 /// A simulated AWS served to child processes, with a journal of their mutations; it stops
 /// when dropped.
@@ -47,14 +48,56 @@ impl HostedSim {
 }
 
 /// How a `serve` process is started: reconciling, without authentication, on a free port.
-pub(crate) struct Launch<'a> {
-    pub(crate) database_url: &'a str,
-    pub(crate) sim_url: &'a str,
-    /// `--lease-ttl` and `--resync`, as the flags take them (`4s`).
-    pub(crate) lease_ttl: &'a str,
-    pub(crate) resync: &'a str,
+pub(crate) struct Launch {
+    pub(crate) database_url: String,
+    pub(crate) sim_url: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) resync: Duration,
     /// Where its JSON log goes, one file per process name.
-    pub(crate) log_dir: &'a Path,
+    pub(crate) log_dir: PathBuf,
+}
+
+/// What a test's `serve` processes share besides their database: the simulated account,
+/// seeded as `shop-controller dev` seeds it, and the hosted server of it.
+pub(crate) struct SharedSim {
+    pub(crate) aws: Arc<SimulatedAws>,
+    pub(crate) hosted: HostedSim,
+    /// Stands in for the proxies' EFS directory.
+    pub(crate) nginx_dir: PathBuf,
+    /// Processes over `database_url`, resyncing every second, logging into `dir`.
+    pub(crate) launch: Launch,
+}
+
+impl SharedSim {
+    /// Seeds `store` (reached by processes at `database_url`) and a simulated account with a
+    /// scaled clock, keeping the nginx directory and the logs in `dir`, and serves it.
+    pub(crate) async fn seed(
+        store: &dyn Store,
+        database_url: &str,
+        dir: &Path,
+        lease_ttl: Duration,
+    ) -> Self {
+        let aws = Arc::new(SimulatedAws::with_config(scaled_sim()));
+        let nginx_dir = dir.join("nginx");
+        std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
+        shop_controller::dev::seed(store, &aws, &nginx_dir)
+            .await
+            .expect("seed");
+        let hosted = HostedSim::start(aws.clone()).await;
+        let launch = Launch {
+            database_url: database_url.to_owned(),
+            sim_url: hosted.url.clone(),
+            lease_ttl,
+            resync: Duration::from_secs(1),
+            log_dir: dir.to_owned(),
+        };
+        Self {
+            aws,
+            hosted,
+            nginx_dir,
+            launch,
+        }
+    }
 }
 
 /// One `shop-controller serve` process and its JSON log; SIGKILLed when dropped.
@@ -65,9 +108,11 @@ pub(crate) struct ServeProcess {
 }
 
 impl ServeProcess {
-    pub(crate) fn spawn(name: &str, launch: &Launch<'_>) -> Self {
+    pub(crate) fn spawn(name: &str, launch: &Launch) -> Self {
         let log = launch.log_dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("log file");
+        let lease_ttl = format!("{}ms", launch.lease_ttl.as_millis());
+        let resync = format!("{}ms", launch.resync.as_millis());
         let child = Command::new(env!("CARGO_BIN_EXE_shop-controller"))
             .args([
                 "serve",
@@ -77,14 +122,14 @@ impl ServeProcess {
                 "--reconcile",
             ])
             .args(["--installation", INSTALLATION])
-            .args(["--lease-ttl", launch.lease_ttl, "--resync", launch.resync])
+            .args(["--lease-ttl", &lease_ttl, "--resync", &resync])
             .args([
                 "--simulated-aws-url",
-                launch.sim_url,
+                &launch.sim_url,
                 "--log-format",
                 "json",
             ])
-            .env("SHOP_CONTROLLER_DATABASE_URL", launch.database_url)
+            .env("SHOP_CONTROLLER_DATABASE_URL", &launch.database_url)
             // The lease holder name starts with the host name: it tells processes apart.
             .env("HOSTNAME", name)
             .env("RUST_LOG", "info")
