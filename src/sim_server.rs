@@ -105,15 +105,15 @@ pub async fn serve(
     let handler = move |request: Request<Incoming>| {
         let cloud = cloud.clone();
         let journal = journal.clone();
-        async move { answer(request, cloud.as_ref(), journal.as_deref()).await }
+        async move { answer(request, cloud, journal).await }
     };
     crate::http::serve(listener, "simulated aws", handler, shutdown).await;
 }
 
 async fn answer(
     request: Request<Incoming>,
-    cloud: &dyn CloudProvider,
-    journal: Option<&Journal>,
+    cloud: Arc<dyn CloudProvider>,
+    journal: Option<Arc<Journal>>,
 ) -> Response<Full<Bytes>> {
     if request.method() != hyper::Method::POST || request.uri().path() != CALL_PATH {
         return plain(StatusCode::NOT_FOUND, "post calls to /v1/call\n");
@@ -140,33 +140,51 @@ async fn answer(
             );
         }
     };
-    let received = Instant::now();
-    let method = call.method.clone();
-    let args = journal.map(|_| call.args.clone());
-    let answered = match dispatch(cloud, call).await {
-        Ok(answered) => answered,
-        Err(error) => {
+    // AWS carries out a call it received even when the caller dies before the answer (a
+    // killed controller process), and hyper drops this future when the connection goes: the
+    // call runs in a task of its own, so a kill loses the answer, never the call.
+    let carried = tokio::spawn(carry_out(cloud, journal, call, replica.clone()));
+    let answered = match carried.await {
+        Ok(Ok(answered)) => answered,
+        Ok(Err(error)) => {
             tracing::warn!(%error, replica, "refused a simulated aws call");
             return plain(StatusCode::BAD_REQUEST, format!("{error}\n"));
         }
+        Err(error) => {
+            tracing::error!(%error, replica, "a simulated aws call failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"));
+        }
     };
-    let encoded = answered.reply.to_string();
-    if let (Some(journal), Some(args), true) = (journal, args, answered.writes) {
-        journal.record(Mutation {
-            replica,
-            method,
-            args,
-            reply: answered.reply,
-            received,
-            answered: Instant::now(),
-        });
-    }
-    let mut response = plain(StatusCode::OK, encoded);
+    let mut response = plain(StatusCode::OK, answered.reply.to_string());
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// Dispatches a call and journals it when it was a write.
+async fn carry_out(
+    cloud: Arc<dyn CloudProvider>,
+    journal: Option<Arc<Journal>>,
+    call: Call<serde_json::Value>,
+    replica: String,
+) -> Result<Answered, BadCall> {
+    let received = Instant::now();
+    let method = call.method.clone();
+    let args = journal.as_ref().map(|_| call.args.clone());
+    let answered = dispatch(cloud.as_ref(), call).await?;
+    if let (Some(journal), Some(args), true) = (journal, args, answered.writes) {
+        journal.record(Mutation {
+            replica,
+            method,
+            args,
+            reply: answered.reply.clone(),
+            received,
+            answered: Instant::now(),
+        });
+    }
+    Ok(answered)
 }
 
 /// Decodes a call's arguments, calls the trait method and encodes its result.

@@ -97,7 +97,7 @@ async fn fifty_shops_fill_two_groups_behind_one_nlb_and_converge() {
     );
 
     assert_owned_exactly(&running.aws, &shops, "after convergence").await;
-    assert_wired(&running, &mut client, &shops).await;
+    assert_wired(&running.aws, &mut client, &shops).await;
     for shop in &shops {
         let port = placement_of(&mut client, shop).await.port;
         let text = std::fs::read_to_string(running.nginx_dir.join(format!("{shop}.conf")))

@@ -13,20 +13,19 @@
 //!
 //! `SHOP_TEST_LONG=1` adds the long variant: 200 kill points over 100 shops, some minutes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reconcilers::cloud::{Deployment, DeploymentStatus, TAG_SHOP};
-use reconcilers::sim::{FaultProfile, LoadBalancerKind};
+use reconcilers::cloud::TAG_SHOP;
+use reconcilers::sim::FaultProfile;
 use shop_controller::controller::ControllerConfig;
-use shop_controller::grpc::proto::{
-    DeleteShopRequest, GetInstanceGroupRequest, InstanceGroup, PutInstanceGroupRequest,
-};
+use shop_controller::grpc::proto::DeleteShopRequest;
 
 use crate::controller::{Running, converged, converged_within, spawn_controller, start_with};
 use crate::convergence::fixture::{
-    LONG_WAIT, artifact_key, assert_owned_exactly, assert_ready, assert_wired, builds_by_version,
-    deploy_new_versions, deployments_of, eventually, get_shop, is_gone, nginx_files, scaled_sim,
+    LONG_WAIT, TWO_GROUPS, add_second_group_and_nlb, assert_built_once,
+    assert_deployments_justified, assert_owned_exactly, assert_placed_once, assert_ready,
+    assert_wired, deploy_new_versions, eventually, get_shop, is_gone, nginx_files, scaled_sim,
     shop_names, test_config,
 };
 use crate::support::ShopClient;
@@ -152,7 +151,7 @@ async fn survive_kills(plan: Plan, seed: u64) {
     let mut config = test_config(RESYNC);
     config.loops.jitter_seed = Some(seed);
     let mut running = start_with(scaled_sim(), config.clone()).await;
-    add_second_group_and_nlb(&running).await;
+    add_second_group_and_nlb(&running.aws, &mut running.server.admin().await).await;
     let mut client = running.server.shops().await;
     let shops = shop_names("crash", plan.shops);
     let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -243,143 +242,31 @@ impl EndState<'_> {
             let left = running.aws.resources_tagged(TAG_SHOP, shop);
             assert!(left.is_empty(), "seed {seed}: {shop} left {left:?}");
         }
-        assert_wired(running, client, self.remaining).await;
+        assert_wired(&running.aws, client, self.remaining).await;
         self.check_builds(running).await;
         self.check_deployments(running).await;
         self.check_placements_and_files(running).await;
     }
 
-    /// Each version is built at most once: a build started before a kill is found again by its
-    /// source version (and CodeBuild's idempotency token) instead of being started anew. A
-    /// version replaced before its build started, or a shop deleted first, is never built.
     async fn check_builds(&self, running: &Running) {
-        let seed = self.seed;
-        let built = builds_by_version(&running.aws).await;
-        let twice: Vec<_> = built.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(
-            twice.is_empty(),
-            "seed {seed}: built more than once: {twice:?}"
-        );
-        let deployed: BTreeSet<&String> = self.versions.values().flatten().collect();
-        let unknown: Vec<_> = built.keys().filter(|v| !deployed.contains(v)).collect();
-        assert!(unknown.is_empty(), "seed {seed}: builds of {unknown:?}");
-        for shop in self.remaining {
-            let latest = self.versions[shop].last().expect("a version");
-            assert!(built.contains_key(latest), "seed {seed}: {shop} {latest}");
-        }
-        eprintln!(
-            "builds: {} for {} versions deployed",
-            built.len(),
-            deployed.len()
-        );
+        let context = format!("seed {}", self.seed);
+        let (aws, remaining) = (&running.aws, self.remaining);
+        assert_built_once(aws, remaining, self.versions, &context).await;
     }
 
-    /// The deployment of a version is found again by its revision while it runs. A kill
-    /// between CreateDeployment and the status write, with the deployment finished before the
-    /// next run looks, deploys that version once more; so a shop sees at most two deployments
-    /// per version, and the last one is of its latest version and succeeded.
     async fn check_deployments(&self, running: &Running) {
-        let seed = self.seed;
-        let mut all = Vec::new();
-        for group in ["shops-a", "shops-b"] {
-            all.extend(deployments_of(&running.aws, group).await);
-        }
-        all.sort_by_key(|d| d.created_at);
-        let mut per_shop: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
-        for deployment in &all {
-            let shop = deployment
-                .revision
-                .key
-                .split('/')
-                .nth(1)
-                .unwrap_or_default();
-            per_shop.entry(shop).or_default().push(deployment);
-        }
-        let most = per_shop.values().map(Vec::len).max().unwrap_or(0);
-        eprintln!(
-            "deployments: {} in all, at most {most} for one shop",
-            all.len()
-        );
-        for shop in self.remaining {
-            let versions = &self.versions[shop];
-            let mine = per_shop
-                .get(shop.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            assert!(
-                (1..=2 * versions.len()).contains(&mine.len()),
-                "seed {seed}: {shop}: {} deployments for {} versions",
-                mine.len(),
-                versions.len()
-            );
-            let last = mine.last().expect("deployed");
-            let latest = versions.last().expect("a version");
-            assert_eq!(last.revision.key, artifact_key(shop, latest), "seed {seed}");
-            assert_eq!(last.status, DeploymentStatus::Succeeded, "seed {seed}");
-        }
+        let context = format!("seed {}", self.seed);
+        let (aws, remaining) = (&running.aws, self.remaining);
+        assert_deployments_justified(aws, &TWO_GROUPS, remaining, self.versions, &context).await;
     }
 
-    /// One placement per shop, ports unique per NLB and per group, and exactly the shops'
-    /// nginx files: nothing of a deleted shop, no candidate left by a kill.
     async fn check_placements_and_files(&self, running: &Running) {
-        let seed = self.seed;
+        let context = format!("seed {}", self.seed);
         let store = running.store.store.as_ref();
-        let placements = store.region_placements("eu-west-1").await.expect("list");
-        assert_eq!(placements.len(), self.remaining.len(), "seed {seed}");
-        let per_nlb: BTreeSet<(&String, u16)> =
-            placements.iter().map(|p| (&p.nlb_arn, p.port)).collect();
-        let per_group: BTreeSet<(&String, u16)> = placements
-            .iter()
-            .map(|p| (&p.instance_group, p.port))
-            .collect();
-        assert_eq!(
-            per_nlb.len(),
-            placements.len(),
-            "seed {seed}: {placements:?}"
-        );
-        assert_eq!(
-            per_group.len(),
-            placements.len(),
-            "seed {seed}: {placements:?}"
-        );
-
+        assert_placed_once(store, self.remaining, &context).await;
         let mut wanted: Vec<String> = self.remaining.iter().map(|s| format!("{s}.conf")).collect();
         wanted.sort();
-        assert_eq!(nginx_files(&running.nginx_dir), wanted, "seed {seed}");
-    }
-}
-
-/// A second group (its own instances and NLB) and a second NLB for the first, so kills land
-/// in placements across groups and NLBs too, and 100 shops fit under 50 listeners per NLB.
-async fn add_second_group_and_nlb(running: &Running) {
-    let aws = &running.aws;
-    let mut admin = running.server.admin().await;
-    let request = GetInstanceGroupRequest {
-        name: "shops-a".to_owned(),
-    };
-    let mut group_a = admin
-        .get_instance_group(request)
-        .await
-        .expect("seeded group")
-        .into_inner();
-    group_a
-        .nlb_arns
-        .push(aws.add_load_balancer(LoadBalancerKind::Network, "shops-a-2"));
-    for _ in 0..2 {
-        aws.add_instance("shops-b");
-    }
-    let group_b = InstanceGroup {
-        name: "shops-b".to_owned(),
-        nlb_arns: vec![aws.add_load_balancer(LoadBalancerKind::Network, "shops-b")],
-        codedeploy_deployment_group: "shops-b".to_owned(),
-        updated_at: None,
-        ..group_a.clone()
-    };
-    for group in [group_a, group_b] {
-        let request = PutInstanceGroupRequest {
-            instance_group: Some(group),
-        };
-        admin.put_instance_group(request).await.expect("put group");
+        assert_eq!(nginx_files(&running.nginx_dir), wanted, "{context}");
     }
 }
 
@@ -413,23 +300,29 @@ fn total_calls(running: &Running) -> u64 {
 }
 
 fn seed() -> u64 {
-    let chosen = std::env::var("SHOP_TEST_CRASH_SEED").ok();
-    chosen.map_or(DEFAULT_SEED, |s| {
-        s.parse().expect("SHOP_TEST_CRASH_SEED is a number")
+    seed_from("SHOP_TEST_CRASH_SEED", DEFAULT_SEED)
+}
+
+/// The seed the environment variable `variable` names, or `default`.
+pub(crate) fn seed_from(variable: &str, default: u64) -> u64 {
+    let chosen = std::env::var(variable).ok();
+    chosen.map_or(default, |s| {
+        s.parse()
+            .unwrap_or_else(|_| panic!("{variable} is a number"))
     })
 }
 
 /// xorshift64: a reproducible kill schedule without a dependency.
-struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         // Zero is the one state xorshift never leaves.
         Self(seed.max(1))
     }
 
     /// A uniform value in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;

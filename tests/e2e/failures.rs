@@ -97,7 +97,7 @@ async fn shops_survive_a_storm_of_throttling_errors_lost_responses_and_latency_s
     let mut client = running.server.shops().await;
     let mut ledger = Ledger::default();
     let shops = shop_names("storm", storm.shops);
-    ledger.deploy(&running, &mut client, &shops).await;
+    ledger.deploy(&running.aws, &mut client, &shops).await;
 
     // On every call: 20 % throttled, 5 % 5xx, 5 % applied with the response lost, and one in
     // fifty held for 1.5 s (a minute of simulated time).
@@ -116,7 +116,7 @@ async fn shops_survive_a_storm_of_throttling_errors_lost_responses_and_latency_s
     let step = storm.length / 4;
     tokio::time::sleep(step).await;
     ledger
-        .deploy(&running, &mut client, &shops[..storm.new_versions])
+        .deploy(&running.aws, &mut client, &shops[..storm.new_versions])
         .await;
     tokio::time::sleep(step).await;
     for shop in &shops[storm.new_versions..storm.new_versions + storm.restarts] {
@@ -153,7 +153,7 @@ async fn shops_survive_a_storm_of_throttling_errors_lost_responses_and_latency_s
     .await;
     eprintln!("converged {:?} after the storm began", started.elapsed());
 
-    assert_invariant(&running, &mut client, &ledger, "after the storm").await;
+    assert_invariant(&running.world(), &mut client, &ledger, "after the storm").await;
     for shop in ledger.remaining() {
         let view = store.get_shop(&shop).await.expect("read").expect("exists");
         for resource in &view.resources {
@@ -184,9 +184,9 @@ async fn shops_beyond_the_target_group_quota_wait_without_a_hot_loop_and_take_fr
     let mut ledger = Ledger::default();
     let shops = shop_names("tgquota", 5);
     let (within, beyond) = shops.split_at(3);
-    ledger.deploy(&running, &mut client, within).await;
+    ledger.deploy(&running.aws, &mut client, within).await;
     converged_within(store, within, LONG_WAIT).await;
-    ledger.deploy(&running, &mut client, beyond).await;
+    ledger.deploy(&running.aws, &mut client, beyond).await;
 
     // Wait for the whole chain, so that nothing of the waiting shops changes from here on.
     for shop in beyond {
@@ -246,7 +246,13 @@ async fn shops_beyond_the_target_group_quota_wait_without_a_hot_loop_and_take_fr
         true
     })
     .await;
-    assert_invariant(&running, &mut client, &ledger, "after slots were freed").await;
+    assert_invariant(
+        &running.world(),
+        &mut client,
+        &ledger,
+        "after slots were freed",
+    )
+    .await;
     running.stop().await;
 }
 
@@ -265,7 +271,7 @@ async fn a_proxy_failing_its_reload_is_named_retried_with_backoff_and_healed() {
     let mut client = running.server.shops().await;
     let mut ledger = Ledger::default();
     let shops = shop_names("reload", 3);
-    ledger.deploy(&running, &mut client, &shops).await;
+    ledger.deploy(&running.aws, &mut client, &shops).await;
     converged_within(store, &shops, LONG_WAIT).await;
     let (shop, others) = (&shops[0], &shops[1..]);
     let untouched = others_status(store, others).await;
@@ -277,7 +283,7 @@ async fn a_proxy_failing_its_reload_is_named_retried_with_backoff_and_healed() {
     aws.fail_commands_on(&broken, error);
     // A new version changes the shop's file (it names the generation), so it must reload.
     ledger
-        .deploy(&running, &mut client, std::slice::from_ref(shop))
+        .deploy(&running.aws, &mut client, std::slice::from_ref(shop))
         .await;
     let failed = wait_for(store, shop, ResourceKind::NginxConfig, |r| {
         r.reason == "ReloadFailed"
@@ -325,7 +331,13 @@ async fn a_proxy_failing_its_reload_is_named_retried_with_backoff_and_healed() {
         untouched,
         "others unaffected"
     );
-    assert_invariant(&running, &mut client, &ledger, "after the proxy healed").await;
+    assert_invariant(
+        &running.world(),
+        &mut client,
+        &ledger,
+        "after the proxy healed",
+    )
+    .await;
     running.stop().await;
 }
 
@@ -340,7 +352,7 @@ async fn a_config_nginx_rejects_is_quarantined_and_the_good_one_stays_live() {
     let mut client = running.server.shops().await;
     let mut ledger = Ledger::default();
     let shops = shop_names("reject", 3);
-    ledger.deploy(&running, &mut client, &shops).await;
+    ledger.deploy(&running.aws, &mut client, &shops).await;
     converged_within(store, &shops, LONG_WAIT).await;
     let (shop, others) = (&shops[0], &shops[1..]);
     let live = dir.join(format!("{shop}.conf"));
@@ -362,7 +374,7 @@ async fn a_config_nginx_rejects_is_quarantined_and_the_good_one_stays_live() {
     std::fs::write(&operator, text).expect("operator file");
     let reloads_before = reloads(aws);
     ledger
-        .deploy(&running, &mut client, std::slice::from_ref(shop))
+        .deploy(&running.aws, &mut client, std::slice::from_ref(shop))
         .await;
     let rejected = wait_for(store, shop, ResourceKind::NginxConfig, |r| {
         r.reason == "Quarantined"
@@ -420,7 +432,7 @@ async fn a_config_nginx_rejects_is_quarantined_and_the_good_one_stays_live() {
     converged_within(store, std::slice::from_ref(shop), LONG_WAIT).await;
     assert!(!quarantined.exists(), "the quarantine is cleared");
     assert_invariant(
-        &running,
+        &running.world(),
         &mut client,
         &ledger,
         "after the operator file went",
@@ -445,7 +457,7 @@ async fn shops_converge_and_nothing_is_lost_when_postgres_restarts_mid_run() {
     let mut client = running.server.shops().await;
     let mut ledger = Ledger::default();
     let shops = shop_names("pgdown", count);
-    ledger.deploy(&running, &mut client, &shops).await;
+    ledger.deploy(&running.aws, &mut client, &shops).await;
 
     for restart in 0..restarts {
         // Mid-convergence: some shops along, not all (each restart's new versions undo that).
@@ -463,7 +475,7 @@ async fn shops_converge_and_nothing_is_lost_when_postgres_restarts_mid_run() {
         assert!(!running.loops.is_finished(), "the controller ended");
         tokio::task::block_in_place(|| cluster.resume());
         let changed = &shops[restart * 2..restart * 2 + 2];
-        ledger.deploy(&running, &mut client, changed).await;
+        ledger.deploy(&running.aws, &mut client, changed).await;
     }
     let deleted = shops.last().expect("shops").clone();
     ledger.delete(&mut client, &deleted).await;
@@ -474,7 +486,13 @@ async fn shops_converge_and_nothing_is_lost_when_postgres_restarts_mid_run() {
     })
     .await;
     assert!(!running.loops.is_finished(), "the controller ended");
-    assert_invariant(&running, &mut client, &ledger, "after PostgreSQL restarted").await;
+    assert_invariant(
+        &running.world(),
+        &mut client,
+        &ledger,
+        "after PostgreSQL restarted",
+    )
+    .await;
     running.stop().await;
     drop(cluster);
 }

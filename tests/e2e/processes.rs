@@ -29,8 +29,6 @@
 //! is tagged, no source version is built twice and no revision deployed twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,15 +36,16 @@ use reconcilers::cloud::TAG_SHOP;
 use reconcilers::sim::{FaultProfile, SimulatedAws};
 use shop_controller::grpc::Auth;
 use shop_controller::grpc::proto::DeleteShopRequest;
-use shop_controller::sim_server::{self, Journal, Mutation};
+use shop_controller::sim_server::Mutation;
 use shop_controller::store::{PostgresStore, Store};
 use sqlx::Row;
 
 use crate::controller::converged_within;
 use crate::convergence::fixture::{
-    INSTALLATION, LONG_WAIT, assert_owned_exactly, assert_ready, builds_by_version, deployments_of,
-    eventually, get_shop, is_gone, scaled_sim, shop_names,
+    LONG_WAIT, assert_owned_exactly, assert_ready, builds_by_version, deployments_of, eventually,
+    get_shop, is_gone, shop_names,
 };
+use crate::serve_process::{ServeProcess, SharedSim, is_process};
 use crate::support::{ShopClient, TestServer, deploy_request, fresh_postgres_database};
 
 const REPLICAS: usize = 3;
@@ -54,76 +53,6 @@ const LEASE_TTL: Duration = Duration::from_secs(4);
 /// The least time between two replicas' mutations of one key (see the module doc).
 const HANDOVER_GAP: Duration = Duration::from_secs(1);
 const SHOPS: usize = 20;
-
-/// One `shop-controller serve` process and its JSON log.
-struct Replica {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Replica {
-    fn spawn(index: usize, database_url: &str, sim_url: &str, dir: &Path) -> Self {
-        let name = format!("replica-{index}");
-        let log = dir.join(format!("{name}.log"));
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_shop-controller"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--no-auth",
-                "--reconcile",
-            ])
-            .args([
-                "--installation",
-                INSTALLATION,
-                "--lease-ttl",
-                "4s",
-                "--resync",
-                "1s",
-            ])
-            .args(["--simulated-aws-url", sim_url, "--log-format", "json"])
-            .env("SHOP_CONTROLLER_DATABASE_URL", database_url)
-            // The lease holder name starts with the host name: it tells replicas apart.
-            .env("HOSTNAME", &name)
-            .env("RUST_LOG", "info")
-            .env_remove("AWS_ENDPOINT_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start shop-controller serve");
-        Self { name, child, log }
-    }
-
-    /// Whether a lease holder or journaled caller is this replica.
-    fn is(&self, holder: &str) -> bool {
-        is_replica(&self.name, holder)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {}", self.name);
-    }
-
-    /// Lines of its log containing `message`.
-    fn logged(&self, message: &str) -> usize {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines().filter(|line| line.contains(message)).count()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        // A stopped process must be continued to die of anything but SIGKILL; SIGKILL it is.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A mutation and the key whose lease fenced it.
 struct Attributed {
@@ -141,31 +70,13 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
             .await
             .expect("connect"),
     );
-    let aws = Arc::new(SimulatedAws::with_config(scaled_sim()));
     let dir = tempfile::tempdir().expect("dir");
-    let nginx_dir = dir.path().join("nginx");
-    std::fs::create_dir_all(&nginx_dir).expect("nginx dir");
-    shop_controller::dev::seed(store.as_ref(), &aws, &nginx_dir)
-        .await
-        .expect("seed");
-    let journal = Arc::new(Journal::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let sim_url = format!("http://{}", listener.local_addr().expect("address"));
-    let (_stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(sim_server::serve(
-        listener,
-        aws.clone(),
-        Some(journal.clone()),
-        async move {
-            let _ = sim_stopped.await;
-        },
-    ));
+    let shared = SharedSim::seed(store.as_ref(), &database_url, dir.path(), LEASE_TTL).await;
+    let (aws, journal, launch) = (&shared.aws, &shared.hosted.journal, &shared.launch);
     let server = TestServer::start(store.clone(), Arc::new(aws.clone()), Auth::Disabled).await;
     let mut client = server.shops().await;
-    let replicas: Vec<Replica> = (0..REPLICAS)
-        .map(|i| Replica::spawn(i, &database_url, &sim_url, dir.path()))
+    let replicas: Vec<ServeProcess> = (0..REPLICAS)
+        .map(|i| ServeProcess::spawn(&format!("replica-{i}"), launch))
         .collect();
     let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
     for replica in &replicas {
@@ -181,7 +92,7 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     // the one holding most is killed, another holder stopped.
     let shops = shop_names("ha", SHOPS);
     for shop in &shops {
-        deploy(&aws, &mut client, shop).await;
+        deploy(aws, &mut client, shop).await;
     }
     let mut ranked: Vec<(usize, usize)> = Vec::new();
     eventually("two replicas to hold shops", LONG_WAIT, async || {
@@ -237,7 +148,7 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
         .filter(|key| shops.contains(key))
         .collect();
     for shop in &renewed {
-        deploy(&aws, &mut client, shop).await;
+        deploy(aws, &mut client, shop).await;
     }
     // The killed replica's claims were taken over within about a lease time (the watch
     // fails after a lease time and a margin).
@@ -271,8 +182,8 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     for shop in remaining {
         assert_ready(&get_shop(&mut client, shop).await.expect("get shop"));
     }
-    assert_owned_exactly(&aws, remaining, "after the kill and the stop").await;
-    let twice: Vec<_> = builds_by_version(&aws)
+    assert_owned_exactly(aws, remaining, "after the kill and the stop").await;
+    let twice: Vec<_> = builds_by_version(aws)
         .await
         .into_iter()
         .filter(|(_, count)| *count > 1)
@@ -280,7 +191,7 @@ async fn replica_processes_share_shops_survive_kill_and_stop_and_never_mutate_a_
     assert!(twice.is_empty(), "versions built more than once: {twice:?}");
     let group = shop_controller::dev::dev_instance_group();
     let mut revisions: BTreeMap<String, usize> = BTreeMap::new();
-    for deployment in deployments_of(&aws, group.codedeploy_deployment_group.as_str()).await {
+    for deployment in deployments_of(aws, group.codedeploy_deployment_group.as_str()).await {
         *revisions.entry(deployment.revision.key).or_default() += 1;
     }
     let repeated: Vec<_> = revisions.iter().filter(|(_, n)| **n > 1).collect();
@@ -380,7 +291,7 @@ async fn taken_over(
         let taken = held.iter().all(|key| {
             holders
                 .get(key)
-                .is_some_and(|holder| !gone.iter().any(|name| is_replica(name, holder)))
+                .is_some_and(|holder| !gone.iter().any(|name| is_process(name, holder)))
         });
         if taken {
             return since.elapsed();
@@ -391,11 +302,6 @@ async fn taken_over(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Whether a lease holder or journaled caller is the replica called `name`.
-fn is_replica(name: &str, holder: &str) -> bool {
-    holder.starts_with(&format!("{name}-"))
 }
 
 /// The holder of every claim that has not lapsed, by key (a shop, or a region's loop).
@@ -413,7 +319,7 @@ async fn holders(pool: &sqlx::PgPool) -> BTreeMap<String, String> {
 }
 
 /// The keys whose claim `replica` holds and which has not lapsed.
-async fn claims_of(pool: &sqlx::PgPool, replica: &Replica) -> BTreeSet<String> {
+async fn claims_of(pool: &sqlx::PgPool, replica: &ServeProcess) -> BTreeSet<String> {
     let holders = holders(pool).await;
     holders
         .into_iter()

@@ -169,6 +169,8 @@ pub async fn seeded(store: &TestStore) -> Arc<SimulatedAws> {
 
 /// A shop API client, with a bearer token when one was given.
 pub type ShopClient = ShopServiceClient<InterceptedService<Channel, Bearer>>;
+/// An admin API client, with a bearer token when one was given.
+pub type AdminClient = AdminServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// The real gRPC server, on a free port, stopped when dropped.
 pub struct TestServer {
@@ -215,14 +217,7 @@ impl TestServer {
     }
 
     pub async fn channel(&self) -> Channel {
-        let endpoint = Channel::from_shared(self.url()).expect("url");
-        for _ in 0..50 {
-            if let Ok(channel) = endpoint.connect().await {
-                return channel;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("server at {} does not accept connections", self.address);
+        channel_to(self.address).await
     }
 
     pub async fn shops(&self) -> ShopClient {
@@ -233,16 +228,34 @@ impl TestServer {
         ShopServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
 
-    pub async fn admin(&self) -> AdminServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn admin(&self) -> AdminClient {
         self.admin_as(None).await
     }
 
-    pub async fn admin_as(
-        &self,
-        token: Option<&str>,
-    ) -> AdminServiceClient<InterceptedService<Channel, Bearer>> {
+    pub async fn admin_as(&self, token: Option<&str>) -> AdminClient {
         AdminServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
     }
+}
+
+/// A channel to a gRPC server at `address`, retried for a second while it starts.
+pub async fn channel_to(address: SocketAddr) -> Channel {
+    let endpoint = Channel::from_shared(format!("http://{address}")).expect("url");
+    for _ in 0..50 {
+        if let Ok(channel) = endpoint.connect().await {
+            return channel;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server at {address} does not accept connections");
+}
+
+/// Shop and admin clients without a token for the server at `address`, such as a `serve`
+/// process the test started.
+pub async fn clients_of(address: SocketAddr) -> (ShopClient, AdminClient) {
+    let channel = channel_to(address).await;
+    let shops = ShopServiceClient::with_interceptor(channel.clone(), Bearer::new(None));
+    let admin = AdminServiceClient::with_interceptor(channel, Bearer::new(None));
+    (shops, admin)
 }
 
 impl Drop for TestServer {

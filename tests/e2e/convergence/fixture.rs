@@ -3,22 +3,29 @@
 //! store and the nginx directory hold, gathered in [`assert_invariant`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
-use reconcilers::cloud::{Builds, Deployment, Deployments, Fleet, LoadBalancing, Owner, Target};
-use reconcilers::sim::{ClockMode, ResourceType, SimConfig, SimulatedAws, TaggedResource};
+use reconcilers::cloud::{
+    Builds, Deployment, DeploymentStatus, Deployments, Fleet, LoadBalancing, Owner, Target,
+};
+use reconcilers::sim::{
+    ClockMode, LoadBalancerKind, ResourceType, SimConfig, SimulatedAws, TaggedResource,
+};
 use reconcilers::status::{ResourceKind, SyncState};
 use shop_controller::controller::ControllerConfig;
 use shop_controller::grpc::proto::{
-    ConditionStatus, ConditionType, DeleteShopRequest, GetShopRequest, RestartShopRequest, Shop,
+    ConditionStatus, ConditionType, DeleteShopRequest, GetInstanceGroupRequest, GetShopRequest,
+    InstanceGroup, PutInstanceGroupRequest, RestartShopRequest, Shop,
 };
 use shop_controller::nginx::{DEFAULT_MAIN_CONFIG_TEMPLATE, NginxDir};
 use shop_controller::runtime::Backoff;
+use shop_controller::store::Store;
 use tokio::time::Instant;
 use tonic::Code;
 
 use crate::controller::{Running, synced};
-use crate::support::{ShopClient, deploy_request};
+use crate::support::{AdminClient, ShopClient, deploy_request};
 
 /// The installation id of the controllers these tests start.
 pub(crate) const INSTALLATION: &str = "e2e";
@@ -248,8 +255,7 @@ pub(crate) async fn assert_owned_exactly(aws: &SimulatedAws, shops: &[String], c
 
 /// Each shop's listener sits on its NLB and port and forwards to its target group, which has
 /// the group's running instances as targets on that port.
-pub(crate) async fn assert_wired(running: &Running, client: &mut ShopClient, shops: &[String]) {
-    let aws = &running.aws;
+pub(crate) async fn assert_wired(aws: &SimulatedAws, client: &mut ShopClient, shops: &[String]) {
     let mut listeners = BTreeMap::new();
     for shop in shops {
         let placement = placement_of(client, shop).await;
@@ -396,6 +402,8 @@ struct Written {
 pub(crate) struct Ledger {
     written: BTreeMap<String, Written>,
     deleted: BTreeSet<String>,
+    /// Every source version deployed, per shop (deleted ones too), in order.
+    versions: BTreeMap<String, Vec<String>>,
 }
 
 impl Ledger {
@@ -403,16 +411,14 @@ impl Ledger {
     /// path finds S3 throttled or failing (it resolves the version there); returns the versions.
     pub(crate) async fn deploy(
         &mut self,
-        running: &Running,
+        aws: &SimulatedAws,
         client: &mut ShopClient,
         shops: &[String],
     ) -> Vec<String> {
         let mut versions = Vec::new();
         for shop in shops {
             let zip = shop_controller::dev::sample_shop_zip();
-            let version = running
-                .aws
-                .put_object("shop-sources", &format!("{shop}.zip"), zip);
+            let version = aws.put_object("shop-sources", &format!("{shop}.zip"), zip);
             let deployed = retried(&format!("deploy {shop}"), async || {
                 client.deploy_shop(deploy_request(shop)).await
             })
@@ -425,6 +431,8 @@ impl Ledger {
                 source_version: version.clone(),
             };
             self.record(shop, written);
+            let deployed = self.versions.entry(shop.clone()).or_default();
+            deployed.push(version.clone());
             versions.push(version);
         }
         versions
@@ -469,6 +477,11 @@ impl Ledger {
         self.deleted.iter().cloned().collect()
     }
 
+    /// Every source version deployed, per shop, in order.
+    pub(crate) fn versions(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.versions
+    }
+
     /// A write never moves a generation back: a lower one means the store lost a write.
     fn record(&mut self, shop: &str, written: Written) {
         if let Some(before) = self.written.get(shop) {
@@ -502,18 +515,36 @@ async fn retried<T>(
     }
 }
 
+/// What the end state is read from: the store, the simulated account and the nginx directory,
+/// whether the controller ran in this process ([`Running::world`]) or in a child process.
+pub(crate) struct World<'a> {
+    pub(crate) store: &'a dyn Store,
+    pub(crate) aws: &'a SimulatedAws,
+    pub(crate) nginx_dir: &'a Path,
+}
+
+impl Running {
+    pub(crate) fn world(&self) -> World<'_> {
+        World {
+            store: self.store.store.as_ref(),
+            aws: &self.aws,
+            nginx_dir: &self.nginx_dir,
+        }
+    }
+}
+
 /// The invariant after every failure scenario: every spec the ledger holds is in the store
 /// with its generation, restart generation and source version; every resource of those shops
 /// is synced for that generation and the shop is Ready; the deleted shops are gone; every
 /// object tagged with the installation is wanted by exactly one shop and every wanted object
 /// exists once; the nginx directory holds exactly the shops' files, each of which nginx loads.
 pub(crate) async fn assert_invariant(
-    running: &Running,
+    world: &World<'_>,
     client: &mut ShopClient,
     ledger: &Ledger,
     context: &str,
 ) {
-    let store = running.store.store.as_ref();
+    let store = world.store;
     let remaining = ledger.remaining();
     for (shop, written) in &ledger.written {
         let view = store.get_shop(shop).await.expect("read");
@@ -546,16 +577,16 @@ pub(crate) async fn assert_invariant(
         );
     }
 
-    assert_owned_exactly(&running.aws, &remaining, context).await;
-    assert_wired(running, client, &remaining).await;
+    assert_owned_exactly(world.aws, &remaining, context).await;
+    assert_wired(world.aws, client, &remaining).await;
     let mut wanted: Vec<String> = remaining.iter().map(|s| format!("{s}.conf")).collect();
     wanted.sort();
-    let files: Vec<String> = nginx_files(&running.nginx_dir)
+    let files: Vec<String> = nginx_files(world.nginx_dir)
         .into_iter()
-        .filter(|name| !running.nginx_dir.join(name).is_dir())
+        .filter(|name| !world.nginx_dir.join(name).is_dir())
         .collect();
     assert_eq!(files, wanted, "{context}: the nginx directory");
-    assert_nginx_accepts(&running.nginx_dir, context).await;
+    assert_nginx_accepts(world.nginx_dir, context).await;
 }
 
 /// The kinds every live shop without a custom domain converges.
@@ -575,4 +606,135 @@ pub(crate) async fn assert_nginx_accepts(dir: &std::path::Path, context: &str) {
     if let Err(error) = nginx.check().await {
         panic!("{context}: nginx rejects the live directory: {error}");
     }
+}
+
+/// The instance groups [`add_second_group_and_nlb`] leaves: the seeded one and a second.
+pub(crate) const TWO_GROUPS: [&str; 2] = ["shops-a", "shops-b"];
+
+/// A second group (its own instances and NLB) and a second NLB for the first, so kills land
+/// in placements across groups and NLBs too, and 100 shops fit under 50 listeners per NLB.
+pub(crate) async fn add_second_group_and_nlb(aws: &SimulatedAws, admin: &mut AdminClient) {
+    let request = GetInstanceGroupRequest {
+        name: TWO_GROUPS[0].to_owned(),
+    };
+    let mut group_a = admin
+        .get_instance_group(request)
+        .await
+        .expect("seeded group")
+        .into_inner();
+    group_a
+        .nlb_arns
+        .push(aws.add_load_balancer(LoadBalancerKind::Network, "shops-a-2"));
+    for _ in 0..2 {
+        aws.add_instance(TWO_GROUPS[1]);
+    }
+    let group_b = InstanceGroup {
+        name: TWO_GROUPS[1].to_owned(),
+        nlb_arns: vec![aws.add_load_balancer(LoadBalancerKind::Network, "shops-b")],
+        codedeploy_deployment_group: TWO_GROUPS[1].to_owned(),
+        updated_at: None,
+        ..group_a.clone()
+    };
+    for group in [group_a, group_b] {
+        let request = PutInstanceGroupRequest {
+            instance_group: Some(group),
+        };
+        admin.put_instance_group(request).await.expect("put group");
+    }
+}
+
+/// No deployment is repeated beyond what kills can justify. The deployment of a version is
+/// found again by its revision while it runs; a kill between CreateDeployment and the status
+/// write, with the deployment finished before the next run looks, deploys that version once
+/// more. So a shop sees at most two deployments per version it was given (`versions`), and
+/// its last one is of its latest version and succeeded.
+pub(crate) async fn assert_deployments_justified(
+    aws: &SimulatedAws,
+    groups: &[&str],
+    remaining: &[String],
+    versions: &BTreeMap<String, Vec<String>>,
+    context: &str,
+) {
+    let mut all = Vec::new();
+    for group in groups {
+        all.extend(deployments_of(aws, group).await);
+    }
+    all.sort_by_key(|d| d.created_at);
+    let mut per_shop: BTreeMap<&str, Vec<&Deployment>> = BTreeMap::new();
+    for deployment in &all {
+        let shop = deployment.revision.key.split('/').nth(1);
+        per_shop
+            .entry(shop.unwrap_or_default())
+            .or_default()
+            .push(deployment);
+    }
+    let most = per_shop.values().map(Vec::len).max().unwrap_or(0);
+    eprintln!(
+        "deployments: {} in all, at most {most} for one shop",
+        all.len()
+    );
+    for shop in remaining {
+        let versions = &versions[shop];
+        let mine = per_shop.get(shop.as_str()).map(Vec::as_slice);
+        let mine = mine.unwrap_or_default();
+        assert!(
+            (1..=2 * versions.len()).contains(&mine.len()),
+            "{context}: {shop}: {} deployments for {} versions",
+            mine.len(),
+            versions.len()
+        );
+        let last = mine.last().expect("deployed");
+        let latest = versions.last().expect("a version");
+        assert_eq!(last.revision.key, artifact_key(shop, latest), "{context}");
+        assert_eq!(last.status, DeploymentStatus::Succeeded, "{context}");
+    }
+}
+
+/// One placement per shop of the dev region, its port unique per NLB and per group.
+pub(crate) async fn assert_placed_once(store: &dyn Store, remaining: &[String], context: &str) {
+    let region = shop_controller::dev::DEV_REGION;
+    let placements = store.region_placements(region).await.expect("list");
+    assert_eq!(placements.len(), remaining.len(), "{context}");
+    let per_nlb: BTreeSet<(&String, u16)> =
+        placements.iter().map(|p| (&p.nlb_arn, p.port)).collect();
+    let per_group: BTreeSet<(&String, u16)> = placements
+        .iter()
+        .map(|p| (&p.instance_group, p.port))
+        .collect();
+    assert_eq!(per_nlb.len(), placements.len(), "{context}: {placements:?}");
+    assert_eq!(
+        per_group.len(),
+        placements.len(),
+        "{context}: {placements:?}"
+    );
+}
+
+/// Each version is built at most once: a build started before a kill is found again by its
+/// source version (and CodeBuild's idempotency token) instead of being started anew. Only
+/// versions in `versions` are built, and each remaining shop's latest one is; a version
+/// replaced before its build started, or a shop deleted first, is never built.
+pub(crate) async fn assert_built_once(
+    aws: &SimulatedAws,
+    remaining: &[String],
+    versions: &BTreeMap<String, Vec<String>>,
+    context: &str,
+) {
+    let built = builds_by_version(aws).await;
+    let twice: Vec<_> = built.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{context}: built more than once: {twice:?}"
+    );
+    let deployed: BTreeSet<&String> = versions.values().flatten().collect();
+    let unknown: Vec<_> = built.keys().filter(|v| !deployed.contains(v)).collect();
+    assert!(unknown.is_empty(), "{context}: builds of {unknown:?}");
+    for shop in remaining {
+        let latest = versions[shop].last().expect("a version");
+        assert!(built.contains_key(latest), "{context}: {shop} {latest}");
+    }
+    eprintln!(
+        "builds: {} for {} versions deployed",
+        built.len(),
+        deployed.len()
+    );
 }
