@@ -274,6 +274,17 @@ impl Controller {
             .collect();
         let _ = self.queues.set(queues.clone());
         let (stop, _) = broadcast::channel::<()>(1);
+        match self
+            .store
+            .lapse_predecessors_leases(&self.config.lease.holder)
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "took over a previous process's claims"),
+            Err(error) => {
+                tracing::warn!(%error, "could not end a previous process's claims; they lapse by themselves");
+            }
+        }
         // Join sets abort their tasks when dropped: if this future is dropped (its task
         // aborted), the feed, the loops and their reconciles end with it.
         let mut change_feed = JoinSet::new();

@@ -348,6 +348,11 @@ pub trait Store: Send + Sync + 'static {
     async fn extend_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool>;
     /// Ends a claim early (at shutdown), so another replica can take the shop at once.
     async fn release_lease(&self, lease: &Lease) -> Result<()>;
+    /// On a database only one replica may use (SQLite), ends every claim not `holder`'s: they
+    /// are a crashed predecessor's, and waiting them out would stall a restarted controller
+    /// for a lease time. Returns how many; on PostgreSQL, where other holders may be alive,
+    /// does nothing.
+    async fn lapse_predecessors_leases(&self, holder: &str) -> Result<u64>;
     /// Records that `holder` runs (by the database clock), forgets replicas silent for longer
     /// than `ttl_ms`, and counts the live replicas (see [`Census`]) and the shops they share.
     async fn heartbeat(&self, holder: &str, ttl_ms: i64) -> Result<Census>;

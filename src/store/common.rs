@@ -330,6 +330,8 @@ macro_rules! impl_store {
             const NOW: &str = <$store>::DB_NOW_MILLIS;
             /// Locks the selected row, or skips it while another transaction holds it.
             const SKIP_LOCKED: &str = <$store>::LOCK_OR_SKIP;
+            /// Whether only one replica may use the database.
+            const ONE_REPLICA: bool = <$store>::ONE_REPLICA;
             /// Starts a transaction that writers of one budget pass through one at a time.
             const BEGIN_SERIALIZED: &str = <$store>::BEGIN_SERIALIZED;
             /// Serializes a transaction on a key (`$1`), where the backend needs more than
@@ -1376,6 +1378,21 @@ macro_rules! impl_store {
                     .await
                     .map_err(db("release lease"))?;
                     Ok(())
+                }
+
+                async fn lapse_predecessors_leases(&self, holder: &str) -> Result<u64> {
+                    if !ONE_REPLICA {
+                        return Ok(0);
+                    }
+                    let lapsed = sqlx::query(
+                        "UPDATE shop_leases SET expires_at = 0 \
+                         WHERE holder <> $1 AND expires_at <> 0",
+                    )
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("lapse leases"))?;
+                    Ok(lapsed.rows_affected())
                 }
 
                 async fn heartbeat(&self, holder: &str, ttl_ms: i64) -> Result<Census> {

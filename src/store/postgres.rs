@@ -87,6 +87,7 @@ impl PostgresStore {
     /// `clock_timestamp()`, not `now()`: the time of the statement, not of the transaction.
     const DB_NOW_MILLIS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
     const LOCK_OR_SKIP: &str = " FOR UPDATE SKIP LOCKED";
+    const ONE_REPLICA: bool = false;
     const BEGIN_SERIALIZED: &str = "BEGIN";
     /// Writers of one key wait for each other until commit, whichever replica they run in.
     const KEY_LOCK: Option<&str> = Some("SELECT pg_advisory_xact_lock(hashtext($1))");

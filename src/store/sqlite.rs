@@ -58,6 +58,8 @@ impl SqliteStore {
     const DB_NOW_MILLIS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
     /// One writer at a time: a claim's transaction already excludes the others.
     const LOCK_OR_SKIP: &str = "";
+    /// A file on one machine: one controller process (see the README).
+    const ONE_REPLICA: bool = true;
     /// Takes the write lock at the start, so a read-then-write transaction never meets a
     /// snapshot another writer moved.
     const BEGIN_SERIALIZED: &str = "BEGIN IMMEDIATE";

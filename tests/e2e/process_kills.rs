@@ -13,7 +13,7 @@
 //! runs on: a kill lands inside its write transactions too, which the next open must roll
 //! back. (Several processes on PostgreSQL are `processes.rs`'s subject.) The simulated AWS is
 //! this test's, served to the process by `sim_server` with a journal of its mutations. Every
-//! AWS call takes 100 ms, so reconciles are in the middle of calls when a kill comes; the
+//! AWS call takes 300 ms, so reconciles are in the middle of calls when a kill comes; the
 //! run counts and prints the kills that landed while a mutation was being answered.
 //!
 //! Deploys, restarts and deletes go through the running process's own gRPC port, between a
@@ -22,11 +22,11 @@
 //! has committed, so a write is never cut by a kill here; `crash.rs` and the store suite
 //! cover writes and kills meeting.
 //!
-//! A killed process releases none of its claims, and the next one, a different holder, waits
-//! each out: up to a lease time before a shop the killed one was reconciling moves again. The
-//! processes run with a 2 s lease (the default is 60 s), and each delay before a kill is drawn
-//! between half a lease and two leases, so some kills land while the new process still waits
-//! and most while it works.
+//! A killed process releases none of its claims, and the next one is a different holder: on
+//! SQLite, which one process uses, it ends its predecessor's claims as it starts instead of
+//! waiting each out (`Store::lapse_predecessors_leases`); the run counts the restarts that did.
+//! The processes run with a 2 s lease (the default is 60 s), and each delay before a kill is
+//! drawn between half a lease and two leases.
 //!
 //! The schedule (each delay before a kill) comes from the seeded xorshift generator of
 //! `crash.rs`; the seed is printed and named in failure messages, and
@@ -54,6 +54,8 @@ use crate::support::{AdminClient, ShopClient, clients_of};
 /// The schedule of a plain `cargo test`; `SHOP_TEST_PROCESS_KILL_SEED` picks another.
 const DEFAULT_SEED: u64 = 0x0005_1691_0000_2026;
 const LEASE_TTL: Duration = Duration::from_secs(2);
+/// What a process logs when it ends a killed predecessor's claims as it starts.
+const TAKEOVER: &str = "took over a previous process's claims";
 /// How long a started process may take to serve gRPC: generous, for a loaded machine.
 const STARTUP_WAIT: Duration = Duration::from_secs(30);
 
@@ -149,7 +151,7 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
     let shops = shop_names("prockill", plan.shops);
     ledger.deploy(aws, &mut running.shops, &shops).await;
     let slow = FaultProfile {
-        latency: Duration::from_millis(100),
+        latency: Duration::from_millis(300),
         ..FaultProfile::default()
     };
     aws.set_default_faults(slow);
@@ -157,6 +159,7 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
     let deleted: Vec<&String> = shops.iter().rev().take(plan.deletes).collect();
     let mut kills = Vec::with_capacity(plan.kills);
     let mut startups = vec![running.startup];
+    let mut takeovers = 0;
     for kill in 0..plan.kills {
         if kill == plan.kills / 4 {
             let changed = &shops[..plan.new_versions];
@@ -177,11 +180,13 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
         let delay = LEASE_TTL / 2 + LEASE_TTL.mul_f64(1.5 * rng.unit());
         tokio::time::sleep(delay).await;
         kills.push(running.process.kill());
+        takeovers += running.process.logged(TAKEOVER);
         running = Incarnation::start(launch, kill + 1).await;
         startups.push(running.startup);
     }
     let killing = started.elapsed();
     aws.clear_faults();
+    takeovers += running.process.logged(TAKEOVER);
 
     let remaining = ledger.remaining();
     converged_within(store.as_ref(), &remaining, LONG_WAIT).await;
@@ -213,14 +218,19 @@ async fn survive_process_kills(plan: Plan, seed: u64) {
     let mean = startups.iter().sum::<Duration>() / u32::try_from(startups.len()).expect("few");
     eprintln!(
         "process kills: {} kills in {killing:?} ({:.2} kills/s), {mid_mutation} of them while a \
-         mutation was being answered; starts took {mean:?} on average, {slowest:?} at most; \
-         converged and checked {converged:?} after the first start",
+         mutation was being answered; {takeovers} restarts took over their predecessor's \
+         claims; starts took {mean:?} on average, {slowest:?} at most; converged and checked \
+         {converged:?} after the first start",
         kills.len(),
         kills.len() as f64 / killing.as_secs_f64(),
     );
     assert!(
         mid_mutation > 0,
         "{context}: no kill landed while a mutation was in flight"
+    );
+    assert!(
+        takeovers > 0,
+        "{context}: no restart took over its killed predecessor's claims"
     );
 }
 

@@ -1376,3 +1376,57 @@ async fn a_write_on_one_replica_wakes_the_others() {
         "the writer heard its change twice"
     );
 }
+
+/// A controller restarted after a crash is a new lease holder. On SQLite, which one process
+/// uses, it ends its predecessor's claims at once instead of waiting a lease time for each;
+/// on PostgreSQL the other holders may be live replicas, and their claims stand.
+mod predecessors_leases {
+    use shop_controller::store::{Claim, Store};
+
+    async fn claim(store: &dyn Store, holder: &str) -> Claim {
+        store
+            .claim_lease("a.es-hs.com", holder, 60_000)
+            .await
+            .expect("claim")
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_a_restarted_process_takes_over_at_once() {
+        let test = crate::support::sqlite_store().await;
+        let store = test.store.as_ref();
+        assert!(matches!(claim(store, "crashed").await, Claim::Granted(_)));
+        assert!(matches!(
+            claim(store, "restarted").await,
+            Claim::Held { .. }
+        ));
+
+        let lapsed = store
+            .lapse_predecessors_leases("restarted")
+            .await
+            .expect("lapse");
+        assert_eq!(lapsed, 1);
+        let Claim::Granted(lease) = claim(store, "restarted").await else {
+            panic!("the predecessor's claim still holds");
+        };
+        assert_eq!(lease.epoch, 2, "a claim changing hands moves the epoch");
+        let again = store.lapse_predecessors_leases("restarted").await;
+        assert_eq!(again.expect("lapse"), 0, "its own claims are kept");
+        assert!(store.extend_lease(&lease, 60_000).await.expect("fence"));
+    }
+
+    #[tokio::test]
+    async fn on_postgres_other_holders_keep_their_claims() {
+        let test = crate::support::postgres_store().await;
+        let store = test.store.as_ref();
+        assert!(matches!(claim(store, "replica-a").await, Claim::Granted(_)));
+        let lapsed = store
+            .lapse_predecessors_leases("replica-b")
+            .await
+            .expect("lapse");
+        assert_eq!(lapsed, 0);
+        assert!(matches!(
+            claim(store, "replica-b").await,
+            Claim::Held { .. }
+        ));
+    }
+}
