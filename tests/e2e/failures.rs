@@ -41,7 +41,7 @@ use crate::convergence::fixture::{
     eventually, get_shop, proto_kind, ready_condition, scaled_sim, shop_names, test_config,
 };
 use crate::convergence::quiet_window;
-use crate::support::TestStore;
+use crate::support::{ShopClient, TestStore};
 
 const RESYNC: Duration = Duration::from_millis(500);
 /// The comment of the controller's nginx reloads in SSM.
@@ -294,17 +294,7 @@ async fn a_proxy_failing_its_reload_is_named_retried_with_backoff_and_healed() {
         "names the proxy and its error: {}",
         failed.message
     );
-    // The new version's build and deployment go on regardless; once they are done, the
-    // reload is what keeps the shop from Ready.
-    wait_for(store, shop, ResourceKind::Deployment, |r| {
-        r.sync == SyncState::Synced && r.observed_generation == 2
-    })
-    .await;
-    let found = get_shop(&mut client, shop).await.expect("get shop");
-    assert_ne!(ready_condition(&found), Some(ConditionStatus::True as i32));
-    let blocker = found.status.and_then(|s| s.blocked_by).expect("blocked");
-    assert_eq!(blocker.kind, proto_kind(ResourceKind::NginxConfig));
-    assert_eq!(blocker.reason, "ReloadFailed");
+    only_nginx_blocks(store, &mut client, shop, "ReloadFailed").await;
 
     // Retries double from 1 s: at most two attempts in 3 s, each one SendCommand to the
     // first proxy and one to the rest. Retrying on every 0.5 s resync would send 12.
@@ -388,17 +378,7 @@ async fn a_config_nginx_rejects_is_quarantined_and_the_good_one_stays_live() {
         "says why: {}",
         rejected.message
     );
-    // The new version's build and deployment go on; once done, the quarantine is what
-    // keeps the shop from Ready.
-    wait_for(store, shop, ResourceKind::Deployment, |r| {
-        r.sync == SyncState::Synced && r.observed_generation == 2
-    })
-    .await;
-    let found = get_shop(&mut client, shop).await.expect("get shop");
-    assert_ne!(ready_condition(&found), Some(ConditionStatus::True as i32));
-    let blocker = found.status.and_then(|s| s.blocked_by).expect("blocked");
-    assert_eq!(blocker.kind, proto_kind(ResourceKind::NginxConfig));
-    assert_eq!(blocker.reason, "Quarantined");
+    only_nginx_blocks(store, &mut client, shop, "Quarantined").await;
 
     let quarantined = dir.join("quarantine").join(format!("{shop}.conf"));
     let candidate = std::fs::read_to_string(&quarantined).expect("quarantined candidate");
@@ -498,6 +478,20 @@ async fn shops_converge_and_nothing_is_lost_when_postgres_restarts_mid_run() {
 }
 
 /// Every reload the controller sent through SSM.
+/// The new version's build and deployment (generation 2) go on despite the nginx failure;
+/// once they are done, the nginx config, for `reason`, is what keeps the shop from Ready.
+async fn only_nginx_blocks(store: &dyn Store, client: &mut ShopClient, shop: &str, reason: &str) {
+    wait_for(store, shop, ResourceKind::Deployment, |r| {
+        r.sync == SyncState::Synced && r.observed_generation == 2
+    })
+    .await;
+    let found = get_shop(client, shop).await.expect("get shop");
+    assert_ne!(ready_condition(&found), Some(ConditionStatus::True as i32));
+    let blocker = found.status.and_then(|s| s.blocked_by).expect("blocked");
+    assert_eq!(blocker.kind, proto_kind(ResourceKind::NginxConfig));
+    assert_eq!(blocker.reason, reason);
+}
+
 fn reloads(aws: &reconcilers::sim::SimulatedAws) -> usize {
     let sent = aws.commands_sent();
     sent.iter().filter(|c| c.comment == RELOAD_COMMENT).count()
