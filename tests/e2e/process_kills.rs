@@ -79,7 +79,7 @@ async fn many_shops_converge_through_200_process_kills_when_asked() {
     }
     // The first run of this variant, before the fix of `deployment.rs`'s early return,
     // stalled after the kills: a converged shop kept a place at the head of its group's
-    // deployment queue. It now converges 31 s after the 200th kill.
+    // deployment queue (BENCHMARKS.md has the run since).
     let plan = Plan {
         shops: 100,
         kills: 200,
