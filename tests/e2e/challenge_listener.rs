@@ -16,7 +16,7 @@ use shop_controller::dev::DEV_REGION;
 use shop_controller::store::{Claim, Store};
 
 use crate::controller::{spawn_controller, start};
-use crate::support::{seeded, sqlite_store};
+use crate::support::{postgres_store, seeded};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -120,7 +120,9 @@ async fn the_challenge_listener_is_created_and_healed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_held_by_another_replica_is_left_alone() {
-    let store = sqlite_store().await;
+    // PostgreSQL: on SQLite, which one process uses, a starting controller ends every other
+    // holder's claims as a dead predecessor's.
+    let store = postgres_store().await;
     let aws = seeded(&store).await;
     let key = challenge_listener_lease_key(DEV_REGION);
     let claim = store.store.claim_lease(&key, "other-replica", 60_000).await;
