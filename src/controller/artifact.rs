@@ -115,6 +115,10 @@ impl Controller {
                 };
                 self.fence(lease).await?;
                 self.store.record_intent(&intent, now_millis()).await?;
+                // TODO(#7): builds start in the order the shops' keys come, not spread over
+                // their deployment groups, so the group whose shops were placed last gets its
+                // artifacts last and only then starts its one-deployment-at-a-time queue: the
+                // long tail of the 1,000-shop convergence bench (BENCHMARKS.md, figure 2).
                 let build = builds.start_build(&request).await?;
                 tracing::info!(shop, build = %build.id, "started build");
                 intent.external_id = Some(build.id.clone());
