@@ -1,15 +1,13 @@
 //! The send deadline of a fenced mutation, carried from the controller's fencing guard down
 //! to the adapters that put the request on the wire.
 //!
-//! `controller::fenced` checks a reconcile's fence deadline before it calls a mutating
-//! capability method; but between that check and the request leaving the process an adapter
-//! may wait for a rate-limit token, and the SDK may retry after a backoff. A replica paused in
-//! either wait would otherwise wake up and send with a lapsed claim. So the guard runs the
-//! mutation inside [`sending`], and every adapter asks [`overdue`] again just before each
-//! attempt it transmits: after the token wait (`aws::calls`), in the SDK clients' interceptor
-//! (`aws::FenceInterceptor`, before every attempt, retries included) and before each attempt
-//! of the EC2 Query client, and before the remote simulated AWS's post. Reads carry no
-//! deadline and always pass.
+//! `controller::fenced` runs each mutating capability call inside [`sending`] with the
+//! reconcile's fence deadline and checks it first ([`check_send`]); but between that check and
+//! the request leaving the process an adapter may wait for a rate-limit token, and the SDK may
+//! retry after a backoff. A replica paused in either wait would otherwise wake up and send with
+//! a lapsed claim. So the adapters that wait ask again just before each attempt they transmit:
+//! the SDK clients' interceptor (`aws::retry::FenceDeadline`, retries included) and the EC2
+//! Query client's retry loop. Reads carry no deadline and always pass.
 //!
 //! What no check can cover is a pause after the last check while the request is being
 //! written, or a request already in flight: AWS takes no fencing token. The window is the
@@ -49,7 +47,7 @@ pub(crate) fn check_send(operation: &'static str) -> Result<(), CloudError> {
 }
 
 /// The error of a mutation held back because its fence is `late` past its deadline.
-pub(crate) fn refused(operation: &'static str, late: std::time::Duration) -> CloudError {
+fn refused(operation: &'static str, late: std::time::Duration) -> CloudError {
     tracing::warn!(
         operation,
         late_ms = late.as_millis(),

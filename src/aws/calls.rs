@@ -50,8 +50,6 @@ impl Calls {
             );
             tokio::time::sleep(wait).await;
         }
-        // Not counted when refused: the call never reached AWS.
-        crate::fencing::check_send(operation)?;
         let result = call
             .await
             .map_err(|error| error.into_cloud_error(operation));

@@ -133,7 +133,6 @@ impl RegionClient {
         A: Serialize + Send,
         T: DeserializeOwned,
     {
-        crate::fencing::check_send(method)?;
         let call = Call {
             region: self.region.clone(),
             method: method.to_owned(),

@@ -41,16 +41,9 @@ pub(super) fn fenced(asked: Instant, ttl: std::time::Duration) {
     let _ = FENCED_UNTIL.try_with(|until| until.set(Some(asked + ttl / 2)));
 }
 
-/// Refuses a mutation whose fence is older than its deadline; else returns the deadline,
-/// which the adapters check again just before they transmit (`crate::fencing`).
-fn check(operation: &'static str) -> Result<Option<Instant>, CloudError> {
-    match FENCED_UNTIL.try_with(Cell::get) {
-        Ok(Some(until)) if Instant::now() >= until => {
-            Err(crate::fencing::refused(operation, Instant::now() - until))
-        }
-        Ok(until) => Ok(until),
-        Err(_) => Ok(None),
-    }
+/// The task's fence deadline; `None` outside a scope or before its first fence.
+fn deadline() -> Option<Instant> {
+    FENCED_UNTIL.try_with(Cell::get).ok().flatten()
 }
 
 /// The controller's view of the cloud: every capability wrapped in [`Fenced`].
@@ -106,8 +99,14 @@ macro_rules! fenced_impls {
                 $(
                     async fn $method(&self, $($arg: $ty),*) -> Result<$ret, CloudError> {
                         if writes!($access) {
-                            let until = check(concat!(stringify!($capability), ":", stringify!($method)))?;
-                            return crate::fencing::sending(until, self.0.$method($($arg),*)).await;
+                            // Checked here, and again by the adapter before each attempt it
+                            // transmits (`crate::fencing`).
+                            let operation = concat!(stringify!($capability), ":", stringify!($method));
+                            return crate::fencing::sending(deadline(), async {
+                                crate::fencing::check_send(operation)?;
+                                self.0.$method($($arg),*).await
+                            })
+                            .await;
                         }
                         self.0.$method($($arg),*).await
                     }
