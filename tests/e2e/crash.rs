@@ -115,7 +115,7 @@ async fn shops_converge_while_the_controller_is_killed_at_random_points() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_shops_converge_through_many_kills_when_asked() {
-    if std::env::var_os("SHOP_TEST_LONG").is_none_or(|v| v != "1") {
+    if !crate::support::long() {
         eprintln!("skipped: set SHOP_TEST_LONG=1 to run the long crash test");
         return;
     }

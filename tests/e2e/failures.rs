@@ -41,7 +41,7 @@ use crate::convergence::fixture::{
     eventually, get_shop, proto_kind, ready_condition, scaled_sim, shop_names, test_config,
 };
 use crate::convergence::quiet_window;
-use crate::support::{ShopClient, TestStore};
+use crate::support::{ShopClient, TestStore, long};
 
 const RESYNC: Duration = Duration::from_millis(500);
 /// The comment of the controller's nginx reloads in SSM.
@@ -58,10 +58,6 @@ fn quick_retries() -> ControllerConfig {
         jitter: 0.2,
     };
     config
-}
-
-fn long() -> bool {
-    std::env::var_os("SHOP_TEST_LONG").is_some_and(|v| v == "1")
 }
 
 /// What a storm does to its shops.

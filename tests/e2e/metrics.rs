@@ -24,7 +24,7 @@ use shop_controller::metrics::{self, Sources};
 use shop_controller::store::ShopCounts;
 
 use crate::controller::{converged, start};
-use crate::support::{TestStore, deploy_request};
+use crate::support::{TestStore, channel_to, deploy_request};
 
 /// The kinds whose loops run, as metric labels.
 const KINDS: [&str; 6] = [
@@ -300,11 +300,7 @@ async fn the_json_log_carries_rpc_spans_and_no_secret() {
     let metrics_address = address_of(&lines, &mut seen, "serving metrics");
     let grpc_address = address_of(&lines, &mut seen, "serving grpc");
 
-    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_address}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel_to(grpc_address.parse().expect("an address")).await;
     for (presented, allowed) in [(token, true), (wrong_token, false)] {
         let bearer: tonic::metadata::MetadataValue<_> =
             format!("Bearer {presented}").parse().expect("header");
@@ -426,11 +422,7 @@ async fn rpc_and_reconcile_spans_reach_an_otlp_collector() {
     let lines = lines_of(child.0.stderr.take().expect("stderr"));
     let mut seen = Vec::new();
     let grpc_address = address_of(&lines, &mut seen, "serving grpc");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_address}"))
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel_to(grpc_address.parse().expect("an address")).await;
     let mut client = ShopServiceClient::new(channel);
     let shop = shop_controller::dev::DEV_SAMPLE_SHOPS[0];
     client

@@ -237,6 +237,11 @@ impl TestServer {
     }
 }
 
+/// Whether the long variants run (`SHOP_TEST_LONG=1`, see the README's Tests section).
+pub fn long() -> bool {
+    std::env::var_os("SHOP_TEST_LONG").is_some_and(|v| v == "1")
+}
+
 /// A channel to a gRPC server at `address`, retried for a second while it starts.
 pub async fn channel_to(address: SocketAddr) -> Channel {
     let endpoint = Channel::from_shared(format!("http://{address}")).expect("url");
